@@ -1,0 +1,1 @@
+"""linetwin api package (filled by later issues)."""

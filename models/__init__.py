@@ -1,0 +1,1 @@
+"""linetwin models package (filled by later issues)."""

@@ -1,0 +1,1 @@
+"""linetwin optimizer package (filled by later issues)."""

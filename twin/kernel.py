@@ -1,0 +1,336 @@
+"""Advance one scenario of a serial line, event by event, exactly: the twin's only dynamics.
+
+Every function here handles one scenario `s` of the state arrays (see `twin.layout`) and is
+written in the subset of Python that numba compiles both for CPU threads (`twin.engine_cpu`)
+and for CUDA threads (`twin.engine_cuda`): scalars, `math`, array indexing, no allocation.
+
+The model: stations in series with unlimited supply and sink, finite buffers, blocking after
+service, processing times deterministic or exponential with mean cycle_time / speed, failures
+that strike only while processing (their hazard rises with wear) and resume the interrupted
+part after repair, scrap drawn per finished part from speed and temperature, first-order
+temperature in closed form, energy integrated per status. Events are exact in continuous time:
+nothing is discretised, so step size never biases a result.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from twin.layout import (
+    BLOCKED,
+    BUSY,
+    C_OUT,
+    C_RELEASED,
+    C_SCRAP,
+    DOWN,
+    F_ENERGY,
+    F_LEFT,
+    F_LIFE,
+    F_RUN_KW,
+    F_SINCE,
+    F_SPEED,
+    F_T0,
+    F_TBUSY,
+    F_TDONE,
+    F_TEMP,
+    F_TFAIL,
+    F_TREF,
+    F_TREPAIR,
+    F_TSET,
+    F_WEAR,
+    F_WEAR_RATE,
+    I_DONE,
+    I_FAILS,
+    I_SCRAP,
+    I_STATUS,
+    P_AMBIENT,
+    P_CYCLE,
+    P_ENERGY_EXP,
+    P_EXPO,
+    P_FAIL,
+    P_HEAT_PER_C,
+    P_IDEAL_HI,
+    P_IDEAL_LO,
+    P_IDLE_KW,
+    P_MTTR,
+    P_RUN_KW,
+    P_SCRAP_BASE,
+    P_SCRAP_MAX,
+    P_SCRAP_SPEED,
+    P_SCRAP_TEMP,
+    P_SPEED_NOM,
+    P_TAU,
+    P_THERMAL,
+    P_WEAR_EXP,
+    P_WEAR_GAIN,
+    R_FAIL,
+    R_WORK,
+    S_SPEED,
+    S_TEMP,
+    STARVED,
+)
+
+_jit = njit(cache=True, nogil=True, error_model="numpy")
+
+INF = math.inf
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+_INV53 = 1.0 / 9007199254740992.0
+
+
+@_jit
+def uniform(rng, s, i, k):
+    """Draw U[0, 1) from the splitmix64 stream `rng[s, i, k]` and advance it."""
+    x = rng[s, i, k] + _GOLDEN
+    rng[s, i, k] = x
+    z = (x ^ (x >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    z = z ^ (z >> _S31)
+    return float(z >> _S11) * _INV53
+
+
+@_jit
+def exponential(rng, s, i, k):
+    """Draw Exp(1) from stream `rng[s, i, k]`."""
+    return -math.log(1.0 - uniform(rng, s, i, k))
+
+
+@_jit
+def temperature_at(fs, par, s, i, t):
+    """Return the temperature of station i at time t, °C (closed-form first-order response)."""
+    target = fs[s, i, F_TSET]
+    return target + (fs[s, i, F_TEMP] - target) * math.exp(-(t - fs[s, i, F_TREF]) / par[i, P_TAU])
+
+
+@_jit
+def settle(fs, ist, par, s, i, t):
+    """Account status time and electrical energy of station i up to time t."""
+    dt = t - fs[s, i, F_SINCE]
+    if dt > 0.0:
+        st = ist[s, i, I_STATUS]
+        fs[s, i, F_T0 + st] += dt
+        kw = fs[s, i, F_RUN_KW] if st == BUSY else par[i, P_IDLE_KW]
+        fs[s, i, F_ENERGY] += kw * dt / 3600.0
+    fs[s, i, F_SINCE] = t
+
+
+@_jit
+def set_status(fs, ist, par, s, i, status, t):
+    """Change the status of station i at time t, settling the old status first."""
+    settle(fs, ist, par, s, i, t)
+    ist[s, i, I_STATUS] = status
+
+
+@_jit
+def hazard(fs, par, s, i):
+    """Return the failure rate of station i while busy, 1/s."""
+    return par[i, P_FAIL] * (1.0 + par[i, P_WEAR_GAIN] * fs[s, i, F_WEAR])
+
+
+@_jit
+def arm(fs, tnext, s, i):
+    """Set station i's next event time from its pending completion and failure."""
+    tnext[s, i] = min(fs[s, i, F_TDONE], fs[s, i, F_TFAIL])
+
+
+@_jit
+def begin_busy(fs, par, tnext, s, i, t):
+    """Start an uninterrupted busy stretch at t: schedule the failure that may end it."""
+    fs[s, i, F_TBUSY] = t
+    h = hazard(fs, par, s, i)
+    fs[s, i, F_TFAIL] = t + fs[s, i, F_LIFE] / h if h > 0.0 else INF
+    arm(fs, tnext, s, i)
+
+
+@_jit
+def end_busy(fs, par, s, i, t):
+    """Close a busy stretch at t: spend hazard budget and accrue wear."""
+    busy = t - fs[s, i, F_TBUSY]
+    h = hazard(fs, par, s, i)
+    if h > 0.0:
+        fs[s, i, F_LIFE] = max(fs[s, i, F_LIFE] - h * busy, 0.0)
+    fs[s, i, F_WEAR] += busy * fs[s, i, F_WEAR_RATE] / 3600.0
+    fs[s, i, F_TBUSY] = t
+
+
+@_jit
+def start(fs, ist, par, rng, tnext, s, i, t):
+    """Start processing a new part at station i at time t."""
+    set_status(fs, ist, par, s, i, BUSY, t)
+    mean = par[i, P_CYCLE] / fs[s, i, F_SPEED]
+    if par[i, P_EXPO] > 0.0:
+        mean *= exponential(rng, s, i, R_WORK)
+    fs[s, i, F_TDONE] = t + mean
+    begin_busy(fs, par, tnext, s, i, t)
+
+
+@_jit
+def free(fs, ist, par, lev, cnt, rng, tnext, s, i, t):
+    """Station i has just let go of its part at t: pull work downstream-first, upstream."""
+    j = i
+    while True:
+        if j == 0:
+            cnt[s, C_RELEASED] += 1
+            start(fs, ist, par, rng, tnext, s, 0, t)
+            return
+        up = j - 1
+        if lev[s, up] > 0:
+            lev[s, up] -= 1
+            start(fs, ist, par, rng, tnext, s, j, t)
+            if ist[s, up, I_STATUS] != BLOCKED:
+                return
+            lev[s, up] += 1  # the blocked upstream station drops its part into the buffer
+        elif ist[s, up, I_STATUS] == BLOCKED:
+            start(fs, ist, par, rng, tnext, s, j, t)  # direct hand-off (zero-capacity buffer)
+        else:
+            set_status(fs, ist, par, s, j, STARVED, t)
+            fs[s, j, F_TDONE] = INF
+            fs[s, j, F_TFAIL] = INF
+            tnext[s, j] = INF
+            return
+        j = up
+
+
+@_jit
+def scrap_probability(fs, par, s, i, t):
+    """Return the probability that the part station i finishes at t is scrapped."""
+    p = par[i, P_SCRAP_BASE]
+    over = fs[s, i, F_SPEED] - par[i, P_SPEED_NOM]
+    if over > 0.0:
+        p += par[i, P_SCRAP_SPEED] * over * over
+    if par[i, P_THERMAL] > 0.0:
+        temp = temperature_at(fs, par, s, i, t)
+        d = max(par[i, P_IDEAL_LO] - temp, temp - par[i, P_IDEAL_HI], 0.0)
+        p += par[i, P_SCRAP_TEMP] * d * d
+    return min(p, par[i, P_SCRAP_MAX])
+
+
+@_jit
+def complete(fs, ist, par, cap, lev, cnt, rng, tnext, s, i, t):
+    """Station i finishes its part at t: scrap it, pass it on, or block."""
+    end_busy(fs, par, s, i, t)
+    fs[s, i, F_TDONE] = INF
+    fs[s, i, F_TFAIL] = INF
+    ist[s, i, I_DONE] += 1
+    n = ist.shape[1]
+    if uniform(rng, s, i, R_WORK) < scrap_probability(fs, par, s, i, t):
+        ist[s, i, I_SCRAP] += 1
+        cnt[s, C_SCRAP] += 1
+    elif i == n - 1:
+        cnt[s, C_OUT] += 1
+    elif ist[s, i + 1, I_STATUS] == STARVED:
+        start(fs, ist, par, rng, tnext, s, i + 1, t)
+    elif lev[s, i] < cap[i]:
+        lev[s, i] += 1
+    else:
+        set_status(fs, ist, par, s, i, BLOCKED, t)
+        tnext[s, i] = INF
+        return
+    free(fs, ist, par, lev, cnt, rng, tnext, s, i, t)
+
+
+@_jit
+def fail(fs, ist, par, rng, tnext, s, i, t):
+    """Station i breaks down at t while processing; its part waits for the repair."""
+    end_busy(fs, par, s, i, t)
+    fs[s, i, F_LEFT] = fs[s, i, F_TDONE] - t
+    fs[s, i, F_TDONE] = INF
+    fs[s, i, F_TFAIL] = INF
+    set_status(fs, ist, par, s, i, DOWN, t)
+    ist[s, i, I_FAILS] += 1
+    fs[s, i, F_TREPAIR] = t + par[i, P_MTTR] * exponential(rng, s, i, R_FAIL)
+    tnext[s, i] = fs[s, i, F_TREPAIR]
+
+
+@_jit
+def repair(fs, ist, par, rng, tnext, s, i, t):
+    """Station i is repaired at t: wear resets and the interrupted part resumes."""
+    fs[s, i, F_TREPAIR] = INF
+    fs[s, i, F_WEAR] = 0.0
+    fs[s, i, F_LIFE] = exponential(rng, s, i, R_FAIL)
+    set_status(fs, ist, par, s, i, BUSY, t)
+    fs[s, i, F_TDONE] = t + fs[s, i, F_LEFT]
+    fs[s, i, F_LEFT] = 0.0
+    begin_busy(fs, par, tnext, s, i, t)
+
+
+@_jit
+def apply_setpoints(fs, ist, par, sp, tnext, s, t):
+    """Bring the setpoints `sp[s]` into force at t; parts in process finish at the new speed."""
+    n = ist.shape[1]
+    for i in range(n):
+        speed = sp[s, i, S_SPEED]
+        old = fs[s, i, F_SPEED]
+        if speed != old:
+            settle(fs, ist, par, s, i, t)
+            status = ist[s, i, I_STATUS]
+            if status == BUSY:
+                end_busy(fs, par, s, i, t)
+                fs[s, i, F_TDONE] = t + (fs[s, i, F_TDONE] - t) * old / speed
+            elif status == DOWN:
+                fs[s, i, F_LEFT] *= old / speed
+            ratio = speed / par[i, P_SPEED_NOM]
+            fs[s, i, F_SPEED] = speed
+            fs[s, i, F_RUN_KW] = par[i, P_RUN_KW] * ratio ** par[i, P_ENERGY_EXP]
+            fs[s, i, F_WEAR_RATE] = ratio ** par[i, P_WEAR_EXP]
+            if status == BUSY:
+                begin_busy(fs, par, tnext, s, i, t)
+        if par[i, P_THERMAL] > 0.0 and sp[s, i, S_TEMP] != fs[s, i, F_TSET]:
+            fs[s, i, F_TEMP] = temperature_at(fs, par, s, i, t)
+            fs[s, i, F_TREF] = t
+            fs[s, i, F_TSET] = sp[s, i, S_TEMP]
+
+
+@_jit
+def heat(fs, par, s, i, t0, t1):
+    """Charge the heating energy of station i over [t0, t1] and move its temperature to t1."""
+    dt = t1 - t0
+    if dt <= 0.0:
+        return
+    target = fs[s, i, F_TSET]
+    tau = par[i, P_TAU]
+    start_temp = temperature_at(fs, par, s, i, t0)
+    decay = math.exp(-dt / tau)
+    integral = target * dt + (start_temp - target) * tau * (1.0 - decay)  # ∫ T dt, °C·s
+    excess = integral - par[i, P_AMBIENT] * dt
+    if excess > 0.0:
+        fs[s, i, F_ENERGY] += par[i, P_HEAT_PER_C] * excess / 3600.0
+    fs[s, i, F_TEMP] = target + (start_temp - target) * decay
+    fs[s, i, F_TREF] = t1
+
+
+@_jit
+def advance(fs, ist, par, cap, lev, cnt, rng, tnext, sp, s, t0, t1):
+    """Advance scenario s from t0 to t1 under setpoints `sp[s]`; return events processed."""
+    n = ist.shape[1]
+    apply_setpoints(fs, ist, par, sp, tnext, s, t0)
+    if ist[s, 0, I_STATUS] == STARVED:  # only before the first part: the line starts here
+        free(fs, ist, par, lev, cnt, rng, tnext, s, 0, t0)
+    events = 0
+    while True:
+        k = -1
+        tk = t1
+        for i in range(n):
+            if tnext[s, i] <= tk:
+                tk = tnext[s, i]
+                k = i
+        if k < 0:
+            break
+        events += 1
+        if ist[s, k, I_STATUS] == DOWN:
+            repair(fs, ist, par, rng, tnext, s, k, tk)
+        elif fs[s, k, F_TFAIL] < fs[s, k, F_TDONE]:
+            fail(fs, ist, par, rng, tnext, s, k, tk)
+        else:
+            complete(fs, ist, par, cap, lev, cnt, rng, tnext, s, k, tk)
+    for i in range(n):
+        settle(fs, ist, par, s, i, t1)
+        if par[i, P_THERMAL] > 0.0:
+            heat(fs, par, s, i, t0, t1)
+    return events

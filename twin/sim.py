@@ -1,0 +1,190 @@
+"""The batched line twin: `Twin.step` advances every scenario and returns a snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from twin.engine_cpu import CpuEngine
+from twin.engine_cuda import CudaEngine, cuda_available
+from twin.errors import DeviceError, TwinError
+from twin.params import (
+    LineParams,
+    compile_params,
+    nominal_setpoints,
+    setpoints_from_mapping,
+    validate_setpoint_array,
+)
+from twin.sensors import SensorFault, Sensors
+from twin.snapshot import Snapshot
+from twin.spec import LineSpec
+from twin.state import (
+    TwinState,
+    initial_state,
+    redraw_memoryless,
+    seed_streams,
+    set_initial_temperature,
+)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+SetpointInput = np.ndarray | Mapping[str, Mapping[str, float]]
+
+
+def resolve_device(device: str) -> str:
+    """Map 'auto' | 'cpu' | 'cuda' to the device to use; raise DeviceError if impossible."""
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r} (choose one of: {', '.join(DEVICES)})")
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    return device
+
+
+class Twin:
+    """`n_scenarios` independent copies of one line, advanced together.
+
+    Every random draw comes from `rng` (or `np.random.default_rng(seed)`): the same seed,
+    setpoints and steps give the same run, bit for bit, on a given device.
+    """
+
+    def __init__(
+        self,
+        spec: LineSpec,
+        n_scenarios: int = 1,
+        *,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+        device: str = "cpu",
+        setpoints: SetpointInput | None = None,
+        faults: Sequence[SensorFault] = (),
+        state: TwinState | None = None,
+        time_s: float = 0.0,
+    ) -> None:
+        if isinstance(n_scenarios, bool) or not isinstance(n_scenarios, int) or n_scenarios < 1:
+            raise TwinError(f"n_scenarios must be a positive integer, got {n_scenarios!r}")
+        if rng is None:
+            rng = np.random.default_rng(seed)
+        self.spec = spec
+        self.params: LineParams = compile_params(spec)
+        self.n_scenarios = n_scenarios
+        if state is None:
+            state = initial_state(self.params, n_scenarios, rng)
+            for i, st in enumerate(spec.stations):
+                if st.thermal is not None and st.thermal.initial_c is not None:
+                    set_initial_temperature(state, i, st.thermal.initial_c)
+        elif state.n_scenarios != n_scenarios:
+            raise TwinError(f"state has {state.n_scenarios} scenarios, expected {n_scenarios}")
+        self.time_s = float(time_s)
+        self.events = 0
+        self._setpoints = nominal_setpoints(self.params, n_scenarios)
+        if setpoints is not None:
+            self.set_setpoints(setpoints)
+        self.sensors = Sensors(spec, self.params, np.random.default_rng(seed_streams(rng, (4,))),
+                               faults)
+        self.device = resolve_device(device)
+        self._engine: CpuEngine | CudaEngine
+        if self.device == "cuda":
+            self._engine = CudaEngine(self.params, state)
+        else:
+            self._engine = CpuEngine(self.params, state)
+
+    @property
+    def setpoints(self) -> np.ndarray:
+        """Setpoints in force, a copy `(n_scenarios, n_stations, 2)`: speed, temperature °C."""
+        return self._setpoints.copy()
+
+    def set_setpoints(self, setpoints: SetpointInput, source: str = "setpoints") -> None:
+        """Hold new setpoints from the next step on: an array or `{station: {name: value}}`.
+
+        Raises SetpointError (naming `source`) for unknown names or values outside limits.
+        """
+        if isinstance(setpoints, Mapping):
+            sp = setpoints_from_mapping(self.spec, self.params, setpoints, self.n_scenarios,
+                                        source)
+        else:
+            sp = np.array(setpoints, dtype=np.float64)
+            if sp.ndim == 2:
+                sp = np.broadcast_to(sp, (self.n_scenarios, *sp.shape)).copy()
+            validate_setpoint_array(self.params, sp, source)
+            if sp.shape[0] != self.n_scenarios:
+                raise TwinError(f"{source}: {sp.shape[0]} scenarios given, twin has "
+                                f"{self.n_scenarios}")
+            sp = np.where(self.params.present, sp, 0.0)
+        self._setpoints = sp
+
+    def advance(self, dt_s: float) -> None:
+        """Advance every scenario by `dt_s` seconds of line time, without a snapshot."""
+        if not np.isfinite(dt_s) or dt_s < 0:
+            raise TwinError(f"step length must be a finite non-negative number of s, got {dt_s}")
+        self.events += self._engine.advance(self._setpoints, self.time_s, self.time_s + dt_s)
+        self.time_s += float(dt_s)
+
+    def step(self, dt_s: float) -> Snapshot:
+        """Advance every scenario by `dt_s` seconds and return the snapshot at the end."""
+        self.advance(dt_s)
+        return self.snapshot()
+
+    def snapshot(self) -> Snapshot:
+        """Return the line now: exact state, sensor readings and setpoints in force."""
+        state = self._engine.host_state()
+        readings = self.sensors.read(state.fstate, state.istate, self.time_s)
+        return Snapshot(self.spec, self.time_s, state, self._setpoints.copy(), readings)
+
+    def run(
+        self,
+        duration_s: float,
+        tick_s: float | None = None,
+        on_tick: Callable[[Snapshot], Any] | None = None,
+    ) -> Snapshot:
+        """Advance by `duration_s`; with `tick_s`, call `on_tick` with a snapshot every tick.
+
+        Without ticks the whole duration is one kernel call (the fastest way to simulate).
+        """
+        if tick_s is None:
+            self.advance(duration_s)
+            snap = self.snapshot()
+            if on_tick is not None:
+                on_tick(snap)
+            return snap
+        if not tick_s > 0:
+            raise TwinError(f"tick_s must be positive, got {tick_s}")
+        n_ticks = int(np.ceil(duration_s / tick_s - 1e-9))
+        end = self.time_s + duration_s
+        snap = self.snapshot()
+        for _ in range(n_ticks):
+            snap = self.step(min(tick_s, end - self.time_s))
+            if on_tick is not None:
+                on_tick(snap)
+        return snap
+
+    @classmethod
+    def fork(
+        cls,
+        snapshot: Snapshot,
+        n_scenarios: int,
+        *,
+        scenario: int = 0,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+        device: str = "cpu",
+        faults: Sequence[SensorFault] = (),
+    ) -> Twin:
+        """Start `n_scenarios` what-if runs from scenario `scenario` of a snapshot.
+
+        Each fork gets fresh random streams from `rng`/`seed` (so the forks differ); forking
+        twice with the same seed gives the same streams (common random numbers).
+        """
+        if not 0 <= scenario < snapshot.n_scenarios:
+            raise TwinError(f"scenario {scenario} is not in the snapshot "
+                            f"(it has {snapshot.n_scenarios})")
+        if rng is None:
+            rng = np.random.default_rng(seed)
+        state = snapshot.state.take([scenario] * n_scenarios)
+        state.rng[...] = seed_streams(rng, state.rng.shape)
+        redraw_memoryless(state, compile_params(snapshot.spec), rng, snapshot.time_s)
+        twin = cls(snapshot.spec, n_scenarios, rng=rng, device=device, state=state,
+                   time_s=snapshot.time_s, faults=faults)
+        twin.set_setpoints(np.repeat(snapshot.setpoints[scenario : scenario + 1], n_scenarios, 0))
+        return twin
