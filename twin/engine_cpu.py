@@ -37,8 +37,20 @@ class CpuEngine:
         st = self.state
         events = np.zeros(st.n_scenarios, dtype=np.int64)
         run = _advance_parallel if st.n_scenarios >= self.parallel_from else _advance_serial
-        run(st.fstate, st.istate, self.lp.params, self.lp.capacity, st.level, st.counts,
-            st.rng, st.tnext, setpoints, float(t0), float(t1), events)
+        run(
+            st.fstate,
+            st.istate,
+            self.lp.params,
+            self.lp.capacity,
+            st.level,
+            st.counts,
+            st.rng,
+            st.tnext,
+            setpoints,
+            float(t0),
+            float(t1),
+            events,
+        )
         return int(events.sum())
 
     def host_state(self) -> TwinState:

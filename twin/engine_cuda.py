@@ -81,8 +81,18 @@ class CudaEngine:
         blocks = (self._n + _THREADS_PER_BLOCK - 1) // _THREADS_PER_BLOCK
         kernel = _compiled_kernel()
         kernel[blocks, _THREADS_PER_BLOCK](
-            a["fstate"], a["istate"], self._par, self._cap, a["level"], a["counts"],
-            a["rng"], a["tnext"], sp, float(t0), float(t1), events,
+            a["fstate"],
+            a["istate"],
+            self._par,
+            self._cap,
+            a["level"],
+            a["counts"],
+            a["rng"],
+            a["tnext"],
+            sp,
+            float(t0),
+            float(t1),
+            events,
         )
         return int(events.copy_to_host().sum())
 

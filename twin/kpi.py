@@ -49,8 +49,11 @@ def window_kpis(start: Snapshot, end: Snapshot) -> Kpis:
         scrap_rate = np.where(finished > 0, scrap / np.maximum(finished, 1), 0.0)
         per_part = np.where(good > 0, energy / np.maximum(good, 1), np.nan)
     eco = end.spec.economics
-    profit = (good * eco.price_per_good_part - scrap * eco.cost_per_scrap_part
-              - energy * eco.energy_price_per_kwh) / hours
+    profit = (
+        good * eco.price_per_good_part
+        - scrap * eco.cost_per_scrap_part
+        - energy * eco.energy_price_per_kwh
+    ) / hours
     times = end.status_time_s - start.status_time_s
     availability = 1.0 - times[:, :, L.DOWN] / dt
     utilisation = times[:, :, L.BUSY] / dt

@@ -88,12 +88,15 @@ def setpoints_from_mapping(
     """
     sp = nominal_setpoints(lp, 1)[0]
     if not isinstance(values, Mapping):
-        raise SetpointError(f"{source}: expected an object of stations, got {type(values).__name__}")
+        raise SetpointError(
+            f"{source}: expected an object of stations, got {type(values).__name__}"
+        )
     for station, entries in values.items():
         names = [s.name for s in spec.stations]
         if station not in names:
             raise SetpointError(
-                f"{source}: unknown station {station!r} (line {spec.name!r} has: {', '.join(names)})"
+                f"{source}: unknown station {station!r} "
+                f"(line {spec.name!r} has: {', '.join(names)})"
             )
         i = names.index(station)
         if not isinstance(entries, Mapping):
@@ -103,7 +106,8 @@ def setpoints_from_mapping(
             if name not in SETPOINT_NAMES or not lp.present[i, SETPOINT_NAMES.index(name)]:
                 have = [n for k, n in enumerate(SETPOINT_NAMES) if lp.present[i, k]]
                 raise SetpointError(
-                    f"{where}: station {station!r} has no setpoint {name!r} (has: {', '.join(have)})"
+                    f"{where}: station {station!r} has no setpoint {name!r} "
+                    f"(has: {', '.join(have)})"
                 )
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise SetpointError(f"{where}: expected a number, got {value!r}")
@@ -136,5 +140,9 @@ def validate_setpoint_array(lp: LineParams, sp: np.ndarray, source: str = "setpo
     if bad.any():
         idx = np.argwhere(present)[np.flatnonzero(bad)[0]]
         s, i, k = (int(x) for x in idx)
-        check_in_limits(float(sp[s, i, k]), lp.lower[i, k], lp.upper[i, k],
-                        f"{source}: scenario {s}, station {i} {SETPOINT_NAMES[k]}")
+        check_in_limits(
+            float(sp[s, i, k]),
+            lp.lower[i, k],
+            lp.upper[i, k],
+            f"{source}: scenario {s}, station {i} {SETPOINT_NAMES[k]}",
+        )

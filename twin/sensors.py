@@ -37,8 +37,11 @@ class Readings:
 
     def channel(self, name: str) -> np.ndarray:
         """Return the array of channel `name` ('temperature', 'power' or 'vibration')."""
-        return {"temperature": self.temperature_c, "power": self.power_kw,
-                "vibration": self.vibration_mm_s}[name]
+        return {
+            "temperature": self.temperature_c,
+            "power": self.power_kw,
+            "vibration": self.vibration_mm_s,
+        }[name]
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,9 @@ class SensorFault:
     scenarios: tuple[int, ...] | None = None
 
 
-def true_values(lp: LineParams, fstate: np.ndarray, istate: np.ndarray,
-                vib: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def true_values(
+    lp: LineParams, fstate: np.ndarray, istate: np.ndarray, vib: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return noise-free (temperature °C, power kW, vibration mm/s), `(n_sc, n_st)` each.
 
     `vib (n_stations, 2)` holds each station's nominal vibration and its wear gain.
@@ -70,8 +74,11 @@ def true_values(lp: LineParams, fstate: np.ndarray, istate: np.ndarray,
     busy = status == L.BUSY
     thermal = p[:, L.P_THERMAL] > 0
     temp = np.where(thermal, fstate[:, :, L.F_TEMP], np.nan)
-    heating = np.where(thermal, p[:, L.P_HEAT_PER_C] * np.maximum(
-        fstate[:, :, L.F_TEMP] - p[:, L.P_AMBIENT], 0.0), 0.0)
+    heating = np.where(
+        thermal,
+        p[:, L.P_HEAT_PER_C] * np.maximum(fstate[:, :, L.F_TEMP] - p[:, L.P_AMBIENT], 0.0),
+        0.0,
+    )
     power = np.where(busy, fstate[:, :, L.F_RUN_KW], p[:, L.P_IDLE_KW]) + heating
     ratio = fstate[:, :, L.F_SPEED] / p[:, L.P_SPEED_NOM]
     running = vib[:, 0] * ratio**2 * (1.0 + vib[:, 1] * fstate[:, :, L.F_WEAR])
@@ -82,14 +89,28 @@ def true_values(lp: LineParams, fstate: np.ndarray, istate: np.ndarray,
 class Sensors:
     """Turn exact state into readings: Gaussian noise from `rng`, then the injected faults."""
 
-    def __init__(self, spec: LineSpec, lp: LineParams, rng: np.random.Generator,
-                 faults: Sequence[SensorFault] = ()) -> None:
+    def __init__(
+        self,
+        spec: LineSpec,
+        lp: LineParams,
+        rng: np.random.Generator,
+        faults: Sequence[SensorFault] = (),
+    ) -> None:
         self.lp = lp
         self.rng = rng
-        self.noise = np.array([[s.sensors.temperature_noise_c, s.sensors.power_noise_kw,
-                                s.sensors.vibration_noise_mm_s] for s in spec.stations])
-        self.vib = np.array([[s.sensors.vibration_mm_s, s.sensors.vibration_wear_gain]
-                             for s in spec.stations])
+        self.noise = np.array(
+            [
+                [
+                    s.sensors.temperature_noise_c,
+                    s.sensors.power_noise_kw,
+                    s.sensors.vibration_noise_mm_s,
+                ]
+                for s in spec.stations
+            ]
+        )
+        self.vib = np.array(
+            [[s.sensors.vibration_mm_s, s.sensors.vibration_wear_gain] for s in spec.stations]
+        )
         names = [s.name for s in spec.stations]
         self.faults: list[tuple[SensorFault, int, int]] = []
         for f in faults:
@@ -125,5 +146,4 @@ class Sensors:
                 valid[rows, i, c] = False
             else:
                 values[rows, i, c] += f.rate_per_h * (time_s - f.start_s) / 3600.0
-        return Readings(values[..., 0].copy(), values[..., 1].copy(), values[..., 2].copy(),
-                        valid)
+        return Readings(values[..., 0].copy(), values[..., 1].copy(), values[..., 2].copy(), valid)

@@ -81,8 +81,9 @@ class Twin:
         self._setpoints = nominal_setpoints(self.params, n_scenarios)
         if setpoints is not None:
             self.set_setpoints(setpoints)
-        self.sensors = Sensors(spec, self.params, np.random.default_rng(seed_streams(rng, (4,))),
-                               faults)
+        self.sensors = Sensors(
+            spec, self.params, np.random.default_rng(seed_streams(rng, (4,))), faults
+        )
         self.device = resolve_device(device)
         self._engine: CpuEngine | CudaEngine
         if self.device == "cuda":
@@ -101,16 +102,16 @@ class Twin:
         Raises SetpointError (naming `source`) for unknown names or values outside limits.
         """
         if isinstance(setpoints, Mapping):
-            sp = setpoints_from_mapping(self.spec, self.params, setpoints, self.n_scenarios,
-                                        source)
+            sp = setpoints_from_mapping(self.spec, self.params, setpoints, self.n_scenarios, source)
         else:
             sp = np.array(setpoints, dtype=np.float64)
             if sp.ndim == 2:
                 sp = np.broadcast_to(sp, (self.n_scenarios, *sp.shape)).copy()
             validate_setpoint_array(self.params, sp, source)
             if sp.shape[0] != self.n_scenarios:
-                raise TwinError(f"{source}: {sp.shape[0]} scenarios given, twin has "
-                                f"{self.n_scenarios}")
+                raise TwinError(
+                    f"{source}: {sp.shape[0]} scenarios given, twin has {self.n_scenarios}"
+                )
             sp = np.where(self.params.present, sp, 0.0)
         self._setpoints = sp
 
@@ -177,14 +178,22 @@ class Twin:
         twice with the same seed gives the same streams (common random numbers).
         """
         if not 0 <= scenario < snapshot.n_scenarios:
-            raise TwinError(f"scenario {scenario} is not in the snapshot "
-                            f"(it has {snapshot.n_scenarios})")
+            raise TwinError(
+                f"scenario {scenario} is not in the snapshot (it has {snapshot.n_scenarios})"
+            )
         if rng is None:
             rng = np.random.default_rng(seed)
         state = snapshot.state.take([scenario] * n_scenarios)
         state.rng[...] = seed_streams(rng, state.rng.shape)
         redraw_memoryless(state, compile_params(snapshot.spec), rng, snapshot.time_s)
-        twin = cls(snapshot.spec, n_scenarios, rng=rng, device=device, state=state,
-                   time_s=snapshot.time_s, faults=faults)
+        twin = cls(
+            snapshot.spec,
+            n_scenarios,
+            rng=rng,
+            device=device,
+            state=state,
+            time_s=snapshot.time_s,
+            faults=faults,
+        )
         twin.set_setpoints(np.repeat(snapshot.setpoints[scenario : scenario + 1], n_scenarios, 0))
         return twin

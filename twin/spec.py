@@ -172,8 +172,11 @@ class Station(BaseModel):
             th = self.thermal
             mid = 0.5 * (th.ideal_min_c + th.ideal_max_c)
             temp = Setpoint(
-                min=th.ideal_min_c - 20.0, max=th.ideal_max_c + 20.0, nominal=mid,
-                max_step=5.0, resolution=0.5,
+                min=th.ideal_min_c - 20.0,
+                max=th.ideal_max_c + 20.0,
+                nominal=mid,
+                max_step=5.0,
+                resolution=0.5,
             )
             object.__setattr__(self, "setpoints", Setpoints(speed=sp.speed, temperature=temp))
         return self

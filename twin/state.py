@@ -79,8 +79,9 @@ def set_initial_temperature(state: TwinState, station: int, temperature_c: float
     state.fstate[:, station, L.F_TEMP] = temperature_c
 
 
-def redraw_memoryless(state: TwinState, lp: LineParams, rng: np.random.Generator,
-                      time_s: float) -> None:
+def redraw_memoryless(
+    state: TwinState, lp: LineParams, rng: np.random.Generator, time_s: float
+) -> None:
     """Redraw every clock that is memoryless, so forks of one state evolve independently.
 
     Remaining failure budgets are Exp(1), remaining exponential processing and repair times are
@@ -96,18 +97,25 @@ def redraw_memoryless(state: TwinState, lp: LineParams, rng: np.random.Generator
     fs[:, :, L.F_LIFE] = rng.standard_exponential(shape)
     busy = status == L.BUSY
     redo = busy & expo
-    fs[:, :, L.F_TDONE] = np.where(redo, time_s + mean * rng.standard_exponential(shape),
-                                   fs[:, :, L.F_TDONE])
+    fs[:, :, L.F_TDONE] = np.where(
+        redo, time_s + mean * rng.standard_exponential(shape), fs[:, :, L.F_TDONE]
+    )
     down = status == L.DOWN
-    fs[:, :, L.F_LEFT] = np.where(down & expo, mean * rng.standard_exponential(shape),
-                                  fs[:, :, L.F_LEFT])
+    fs[:, :, L.F_LEFT] = np.where(
+        down & expo, mean * rng.standard_exponential(shape), fs[:, :, L.F_LEFT]
+    )
     fs[:, :, L.F_TREPAIR] = np.where(
-        down, time_s + p[:, L.P_MTTR] * rng.standard_exponential(shape), fs[:, :, L.F_TREPAIR])
+        down, time_s + p[:, L.P_MTTR] * rng.standard_exponential(shape), fs[:, :, L.F_TREPAIR]
+    )
     h = p[:, L.P_FAIL] * (1.0 + p[:, L.P_WEAR_GAIN] * fs[:, :, L.F_WEAR])
     with np.errstate(divide="ignore"):
-        tfail = np.where(busy & (h > 0), time_s + fs[:, :, L.F_LIFE] / np.where(h > 0, h, 1.0),
-                         math.inf)
+        tfail = np.where(
+            busy & (h > 0), time_s + fs[:, :, L.F_LIFE] / np.where(h > 0, h, 1.0), math.inf
+        )
     fs[:, :, L.F_TFAIL] = tfail
     fs[:, :, L.F_TBUSY] = np.where(busy, time_s, fs[:, :, L.F_TBUSY])
-    state.tnext[...] = np.where(busy, np.minimum(fs[:, :, L.F_TDONE], tfail),
-                                np.where(down, fs[:, :, L.F_TREPAIR], math.inf))
+    state.tnext[...] = np.where(
+        busy,
+        np.minimum(fs[:, :, L.F_TDONE], tfail),
+        np.where(down, fs[:, :, L.F_TREPAIR], math.inf),
+    )
