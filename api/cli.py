@@ -1,0 +1,282 @@
+"""The `linetwin` command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from api.errors import ApiError, UsageError
+from twin.errors import TwinError
+from twin.spec import BUNDLED_LINES, LineSpec, bundled_spec, load_spec, spec_json_schema
+
+
+def fail(message: str) -> NoReturn:
+    """Print a one-line error to stderr and exit with status 2."""
+    click.echo(f"linetwin: error: {' | '.join(message.splitlines())}", err=True)
+    sys.exit(2)
+
+
+def load_line(line: str | None) -> LineSpec:
+    """Load `--line`: a TOML file path, or the name of a bundled line; default: the example."""
+    if line is None:
+        return bundled_spec("example")
+    path = Path(line)
+    if not path.exists() and line in BUNDLED_LINES:
+        return bundled_spec(line)
+    return load_spec(path)
+
+
+def read_setpoints_file(path: str) -> dict[str, Any]:
+    """Read a `--setpoints` JSON file: `{station: {setpoint: value}}`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read setpoints file: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object of stations, got {type(data).__name__}")
+    return data
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN and infinities by None, recursively, so the output is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="linetwin", message="linetwin %(version)s")
+def cli() -> None:
+    """Digital-twin production line optimizer."""
+
+
+@cli.command()
+@click.option("--line", "line", metavar="FILE", help="Line spec TOML (or a bundled name).")
+@click.option("--hours", type=float, default=8.0, show_default=True, help="Measured hours.")
+@click.option(
+    "--warmup-hours",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Hours simulated before measuring.",
+)
+@click.option("--scenarios", type=click.IntRange(1, 10_000_000), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--setpoints",
+    "setpoints_file",
+    metavar="FILE.json",
+    help="Setpoints held for the run: {station: {setpoint: value}}.",
+)
+@click.option("--record", "record", metavar="FILE.parquet", help="Write the run to Parquet.")
+@click.option(
+    "--tick-s", type=float, default=None, help="Snapshot interval for --record, s [default: 60]."
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def simulate(
+    line: str | None,
+    hours: float,
+    warmup_hours: float,
+    scenarios: int,
+    seed: int,
+    setpoints_file: str | None,
+    record: str | None,
+    tick_s: float | None,
+    device: str,
+    as_json: bool,
+) -> None:
+    """Simulate the line and print its KPIs."""
+    from twin.simulate import simulate as run_simulation
+
+    spec = load_line(line)
+    setpoints = None
+    if setpoints_file:
+        from twin.params import compile_params, setpoints_from_mapping
+
+        mapping = read_setpoints_file(setpoints_file)
+        setpoints = setpoints_from_mapping(
+            spec, compile_params(spec), mapping, 1, source=setpoints_file
+        )[0]
+    if tick_s is not None and not (math.isfinite(tick_s) and tick_s > 0):
+        raise UsageError(f"--tick-s must be a positive number of seconds, got {tick_s}")
+    recorder = None
+    if record is not None:
+        from twin.recorder import Recorder
+
+        recorder = Recorder(record, spec, seed=seed)
+        tick_s = tick_s or 60.0
+    with ProgressBar(enabled=not as_json) as progress:
+        try:
+            result = run_simulation(
+                spec,
+                hours,
+                scenarios=scenarios,
+                seed=seed,
+                setpoints=setpoints,
+                warmup_hours=warmup_hours,
+                tick_s=tick_s if recorder else None,
+                on_tick=recorder.write if recorder else None,
+                progress=progress,
+                device=device,
+            )
+        finally:
+            if recorder is not None:
+                recorder.close()
+    summary = result.summary()
+    if record is not None:
+        summary["recording"] = str(record)
+    if as_json:
+        click.echo(json.dumps(json_safe(summary)))
+    else:
+        _print_summary(summary)
+
+
+class ProgressBar:
+    """A rich progress bar on stderr for long runs (shown only on a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        console = Console(stderr=True)
+        self.bar = Progress(
+            console=console, transient=True, disable=not (enabled and console.is_terminal)
+        )
+        self.task = self.bar.add_task("simulating", total=1.0)
+
+    def __enter__(self) -> Any:
+        self.bar.start()
+        return lambda done: self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(v: Any, spec: str = ".3f") -> str:
+        return (
+            "n/a"
+            if v is None or (isinstance(v, float) and not math.isfinite(v))
+            else format(v, spec)
+        )
+
+    console = Console()
+    console.print(
+        f"[bold]{s['line']}[/] — {s['scenarios']} scenario(s), "
+        f"{s['sim_hours']:g} h measured after {s['warmup_hours']:g} h warm-up, "
+        f"seed {s['seed']}, {s['wall_seconds']:.2f} s wall"
+    )
+    t = Table("KPI", "mean", "± 95%")
+    ci = s["ci95"]
+    cur = s["currency"]
+    t.add_row(
+        "good throughput, parts/h",
+        fmt(s["throughput_per_hour"], ".1f"),
+        fmt(ci["throughput_per_hour"], ".1f"),
+    )
+    t.add_row("scrap rate", fmt(s["scrap_rate"], ".4f"), fmt(ci["scrap_rate"], ".4f"))
+    t.add_row(
+        "energy per good part, kWh",
+        fmt(s["energy_kwh_per_good_part"]),
+        fmt(ci["energy_kwh_per_good_part"]),
+    )
+    t.add_row(
+        f"profit, {cur}/h", fmt(s["profit_per_hour"], ".2f"), fmt(ci["profit_per_hour"], ".2f")
+    )
+    t.add_row("OEE", fmt(s["oee"]), "")
+    console.print(t)
+    st = Table("station", "availability", "utilisation")
+    for name, a, u in zip(s["stations"], s["availability"], s["utilisation"], strict=True):
+        st.add_row(name, fmt(a), fmt(u))
+    console.print(st)
+
+
+@cli.group()
+def line() -> None:
+    """Inspect line specs."""
+
+
+@line.command("show")
+@click.option("--line", "line_", metavar="FILE", help="Line spec TOML (or a bundled name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the spec with defaults as JSON.")
+def line_show(line_: str | None, as_json: bool) -> None:
+    """Print the validated spec with every default filled in."""
+    spec = load_line(line_)
+    data = spec.model_dump(mode="json")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(
+        "station",
+        "cycle s",
+        "processing",
+        "buffer after",
+        "MTBF s",
+        "MTTR s",
+        "speed [min, max]",
+        "temperature °C [min, max]",
+        title=spec.name,
+    )
+    for st in spec.stations:
+        sp = st.setpoints
+        temp = sp.temperature
+        t.add_row(
+            st.name,
+            f"{st.cycle_time_s:g}",
+            st.processing,
+            "" if st.buffer_after is None else str(st.buffer_after),
+            f"{st.mtbf_s:g}" if st.mtbf_s else "",
+            f"{st.mttr_s:g}" if st.mttr_s else "",
+            f"{sp.speed.nominal:g} [{sp.speed.min:g}, {sp.speed.max:g}]",
+            f"{temp.nominal:g} [{temp.min:g}, {temp.max:g}]" if temp else "",
+        )
+    Console().print(t)
+
+
+@line.command("schema")
+def line_schema() -> None:
+    """Print the JSON Schema of a line spec file."""
+    click.echo(json.dumps(spec_json_schema(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; known errors print one line and exit 2, without a traceback."""
+    try:
+        cli.main(args=argv, prog_name="linetwin", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("aborted")
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (TwinError, ApiError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted")
+
+
+if __name__ == "__main__":
+    main()
