@@ -3,23 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
-
-from twin.kernel import advance
+from twin.kernel import advance_all_parallel, advance_all_serial
 from twin.params import LineParams
 from twin.state import TwinState
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def _advance_parallel(fs, ist, par, cap, lev, cnt, rng, tnext, sp, t0, t1, events):
-    for s in prange(fs.shape[0]):
-        events[s] = advance(fs, ist, par, cap, lev, cnt, rng, tnext, sp, s, t0, t1)
-
-
-@njit(cache=True, error_model="numpy")
-def _advance_serial(fs, ist, par, cap, lev, cnt, rng, tnext, sp, t0, t1, events):
-    for s in range(fs.shape[0]):
-        events[s] = advance(fs, ist, par, cap, lev, cnt, rng, tnext, sp, s, t0, t1)
 
 
 class CpuEngine:
@@ -36,7 +22,7 @@ class CpuEngine:
         """Advance every scenario from t0 to t1 s; return the number of events processed."""
         st = self.state
         events = np.zeros(st.n_scenarios, dtype=np.int64)
-        run = _advance_parallel if st.n_scenarios >= self.parallel_from else _advance_serial
+        run = advance_all_parallel if st.n_scenarios >= self.parallel_from else advance_all_serial
         run(
             st.fstate,
             st.istate,

@@ -15,7 +15,7 @@ nothing is discretised, so step size never biases a result.
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from twin.layout import (
     BLOCKED,
@@ -71,7 +71,9 @@ from twin.layout import (
     STARVED,
 )
 
-_jit = njit(cache=True, nogil=True, error_model="numpy")
+# Inlined at numba-IR level: calls between separately compiled functions cost array-struct
+# copies and reference counting per call, which made an event 2-9x slower (docs/design.md).
+_jit = njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 INF = math.inf
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -334,3 +336,21 @@ def advance(fs, ist, par, cap, lev, cnt, rng, tnext, sp, s, t0, t1):
         if par[i, P_THERMAL] > 0.0:
             heat(fs, par, s, i, t0, t1)
     return events
+
+
+# The CPU drivers live in this file on purpose: numba's cache is keyed on each function's own
+# source file, so a driver cached elsewhere would keep running a stale copy of the kernel.
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def advance_all_parallel(fs, ist, par, cap, lev, cnt, rng, tnext, sp, t0, t1, events):
+    """Advance every scenario from t0 to t1 on CPU threads; `events[s]` gets each count."""
+    for s in prange(fs.shape[0]):
+        events[s] = advance(fs, ist, par, cap, lev, cnt, rng, tnext, sp, s, t0, t1)
+
+
+@njit(cache=True, error_model="numpy")
+def advance_all_serial(fs, ist, par, cap, lev, cnt, rng, tnext, sp, t0, t1, events):
+    """Advance every scenario from t0 to t1 in this thread (cheaper for one scenario)."""
+    for s in range(fs.shape[0]):
+        events[s] = advance(fs, ist, par, cap, lev, cnt, rng, tnext, sp, s, t0, t1)
