@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -84,6 +86,7 @@ def cli() -> None:
     help="Setpoints held for the run: {station: {setpoint: value}}.",
 )
 @click.option("--record", "record", metavar="FILE.parquet", help="Write the run to Parquet.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --record file.")
 @click.option(
     "--tick-s", type=float, default=None, help="Snapshot interval for --record, s [default: 60]."
 )
@@ -99,6 +102,7 @@ def simulate(
     seed: int,
     setpoints_file: str | None,
     record: str | None,
+    overwrite: bool,
     tick_s: float | None,
     device: str,
     as_json: bool,
@@ -117,29 +121,27 @@ def simulate(
         )[0]
     if tick_s is not None and not (math.isfinite(tick_s) and tick_s > 0):
         raise UsageError(f"--tick-s must be a positive number of seconds, got {tick_s}")
-    recorder = None
-    if record is not None:
-        from twin.recorder import Recorder
+    with contextlib.ExitStack() as stack:
+        recorder = None
+        if record is not None:
+            from twin.recorder import Recorder
 
-        recorder = Recorder(record, spec, seed=seed)
-        tick_s = tick_s or 60.0
-    with ProgressBar(enabled=not as_json) as progress:
-        try:
-            result = run_simulation(
-                spec,
-                hours,
-                scenarios=scenarios,
-                seed=seed,
-                setpoints=setpoints,
-                warmup_hours=warmup_hours,
-                tick_s=tick_s if recorder else None,
-                on_tick=recorder.write if recorder else None,
-                progress=progress,
-                device=device,
-            )
-        finally:
-            if recorder is not None:
-                recorder.close()
+            # The context aborts the recording if the run fails: no half file is published.
+            recorder = stack.enter_context(Recorder(record, spec, seed=seed, overwrite=overwrite))
+            tick_s = tick_s or 60.0
+        progress = stack.enter_context(ProgressBar(enabled=not as_json))
+        result = run_simulation(
+            spec,
+            hours,
+            scenarios=scenarios,
+            seed=seed,
+            setpoints=setpoints,
+            warmup_hours=warmup_hours,
+            tick_s=tick_s if recorder else None,
+            on_tick=recorder.write if recorder else None,
+            progress=progress,
+            device=device,
+        )
     summary = result.summary()
     if record is not None:
         summary["recording"] = str(record)
@@ -276,6 +278,12 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted")
+    except OSError as exc:
+        fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if os.environ.get("LINETWIN_TRACEBACK"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set LINETWIN_TRACEBACK=1 for details)")
 
 
 if __name__ == "__main__":

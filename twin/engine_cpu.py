@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from twin.kernel import advance_all_parallel, advance_all_serial
 from twin.params import LineParams
 from twin.state import TwinState

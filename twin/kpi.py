@@ -18,8 +18,8 @@ class Kpis:
     throughput_per_hour: good parts per hour. scrap_rate: scrapped / (good + scrapped).
     energy_kwh_per_hour, energy_kwh_per_good_part (NaN without good parts). profit_per_hour in
     the spec's currency. availability and utilisation `(n_scenarios, n_stations)`: share of
-    the window not down, and busy. oee: good parts times the bottleneck's nominal cycle time
-    over the window.
+    the window not down, and busy. oee: good parts times the bottleneck's cycle time at rated
+    speed (1.0) over the window.
     """
 
     hours: float
@@ -57,7 +57,7 @@ def window_kpis(start: Snapshot, end: Snapshot) -> Kpis:
     times = end.status_time_s - start.status_time_s
     availability = 1.0 - times[:, :, L.DOWN] / dt
     utilisation = times[:, :, L.BUSY] / dt
-    ideal = max(s.cycle_time_s / s.setpoints.speed.nominal for s in end.spec.stations)
+    ideal = max(s.cycle_time_s for s in end.spec.stations)  # bottleneck at rated speed 1.0
     return Kpis(
         hours=hours,
         throughput_per_hour=good / hours,

@@ -159,7 +159,10 @@ class Recorder:
         if self.path.is_dir():
             raise RecordingError(f"{self.path}: is a folder, not a file")
         if self.path.exists() and not overwrite:
-            raise RecordingError(f"{self.path}: file exists (pass overwrite=True to replace it)")
+            raise RecordingError(
+                f"{self.path}: file exists; refusing to overwrite a recording "
+                "(allow it with overwrite=True, or --overwrite on the command line)"
+            )
         self.spec = spec
         self.seed = None if seed is None else int(seed)
         self.note = str(note)

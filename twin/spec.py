@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from twin.errors import SpecError
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+# strict: a string or a boolean is never silently turned into a number; no inf or nan either.
+_STRICT = ConfigDict(
+    extra="forbid", frozen=True, str_strip_whitespace=True, strict=True, allow_inf_nan=False
+)
 
 SETPOINT_NAMES = ("speed", "temperature")
 """Setpoint names in kernel order: index 0 is speed, index 1 is temperature."""
@@ -145,7 +148,9 @@ class Station(BaseModel):
 
     model_config = _STRICT
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique station name.")
-    cycle_time_s: float = Field(gt=0, description="Mean processing time at nominal speed, s.")
+    cycle_time_s: float = Field(
+        gt=0, description="Mean processing time at speed 1.0 (the rated rate), s."
+    )
     processing: Literal["exponential", "deterministic"] = Field(
         "exponential", description="Distribution of processing times."
     )
@@ -164,7 +169,10 @@ class Station(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Station:
         if (self.mtbf_s is None) != (self.mttr_s is None):
-            raise ValueError("mtbf_s and mttr_s come together: give both or neither")
+            raise ValueError(
+                f"mtbf_s and mttr_s come together: give both or neither "
+                f"(got mtbf_s={self.mtbf_s}, mttr_s={self.mttr_s})"
+            )
         sp = self.setpoints
         if self.thermal is None and sp.temperature is not None:
             raise ValueError("setpoints.temperature needs a [thermal] section on this station")
@@ -179,6 +187,12 @@ class Station(BaseModel):
                 resolution=0.5,
             )
             object.__setattr__(self, "setpoints", Setpoints(speed=sp.speed, temperature=temp))
+        temp = self.setpoints.temperature
+        if self.thermal is not None and temp is not None and temp.max <= self.thermal.ambient_c:
+            raise ValueError(
+                f"setpoints.temperature.max ({temp.max}) must be above "
+                f"thermal.ambient_c ({self.thermal.ambient_c}): the heater only heats"
+            )
         return self
 
     @property
@@ -203,7 +217,9 @@ class LineSpec(BaseModel):
     model_config = _STRICT
     name: str = Field(min_length=1, description="Name of the line.")
     description: str = Field("", description="Free text.")
-    stations: tuple[Station, ...] = Field(min_length=1, description="Stations in flow order.")
+    stations: tuple[Station, ...] = Field(
+        min_length=1, strict=False, description="Stations in flow order."
+    )
     economics: Economics = Field(default_factory=Economics, description="Economics.")
 
     @model_validator(mode="after")

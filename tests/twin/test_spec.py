@@ -360,12 +360,14 @@ def test_spec_hash_sees_the_economics_and_the_thermal_window() -> None:
         ),
         pytest.param(
             line(a="mtbf_s = 3600.0"),
-            "line.toml: stations[0] ('a'): mtbf_s and mttr_s come together: give both or neither",
+            "line.toml: stations[0] ('a'): mtbf_s and mttr_s come together: give both or neither "
+            "(got mtbf_s=3600.0, mttr_s=None)",
             id="mtbf-without-mttr",
         ),
         pytest.param(
             line(b="mttr_s = 60.0"),
-            "line.toml: stations[1] ('b'): mtbf_s and mttr_s come together: give both or neither",
+            "line.toml: stations[1] ('b'): mtbf_s and mttr_s come together: give both or neither "
+            "(got mtbf_s=None, mttr_s=60.0)",
             id="mttr-without-mtbf",
         ),
         pytest.param(
@@ -397,14 +399,13 @@ def test_spec_hash_sees_the_economics_and_the_thermal_window() -> None:
         ),
         pytest.param(
             line(a_cycle='"fast"'),
-            "line.toml: stations[0] ('a').cycle_time_s: Input should be a valid number, unable "
-            "to parse string as a number (got 'fast')",
+            "line.toml: stations[0] ('a').cycle_time_s: Input should be a valid number "
+            "(got 'fast')",
             id="string-for-number",
         ),
         pytest.param(
             line(a_buffer="buffer_after = 2.5"),
-            "line.toml: stations[0] ('a').buffer_after: Input should be a valid integer, got a "
-            "number with a fractional part (got 2.5)",
+            "line.toml: stations[0] ('a').buffer_after: Input should be a valid integer (got 2.5)",
             id="fraction-for-integer",
         ),
         pytest.param(
