@@ -7,8 +7,6 @@ stays on the GPU between steps; snapshots copy it back.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from twin.errors import DeviceError
@@ -16,7 +14,6 @@ from twin.params import LineParams
 from twin.state import TwinState
 
 _THREADS_PER_BLOCK = 128
-_kernel: Any = None
 
 
 def cuda_available() -> bool:
@@ -29,24 +26,6 @@ def cuda_available() -> bool:
         return bool(cuda.is_available())
     except Exception:  # driver probing can fail in many ways; all mean "no GPU"
         return False
-
-
-def _compiled_kernel() -> Any:
-    """Build the CUDA kernel once per process (lazily: importing numba.cuda is slow)."""
-    global _kernel
-    if _kernel is None:
-        from numba import cuda
-
-        from twin.kernel import advance
-
-        @cuda.jit
-        def advance_all(fs, ist, par, cap, lev, cnt, rng, tnext, sp, t0, t1, events):
-            s = cuda.grid(1)
-            if s < fs.shape[0]:
-                events[s] = advance(fs, ist, par, cap, lev, cnt, rng, tnext, sp, s, t0, t1)
-
-        _kernel = advance_all
-    return _kernel
 
 
 class CudaEngine:
@@ -79,8 +58,9 @@ class CudaEngine:
         events = cuda.device_array(self._n, dtype=np.int64)
         sp = cuda.to_device(np.ascontiguousarray(setpoints))
         blocks = (self._n + _THREADS_PER_BLOCK - 1) // _THREADS_PER_BLOCK
-        kernel = _compiled_kernel()
-        kernel[blocks, _THREADS_PER_BLOCK](
+        from twin.cuda_kernel import advance_all_cuda
+
+        advance_all_cuda[blocks, _THREADS_PER_BLOCK](
             a["fstate"],
             a["istate"],
             self._par,
