@@ -12,6 +12,6 @@ from twin.kernel import advance
 @cuda.jit
 def advance_all_cuda(fs, ist, par, cap, lev, cnt, rng, tnext, sp, t0, t1, events):
     """Advance every scenario from t0 to t1 s; thread s handles scenario s."""
-    s = cuda.grid(1)
+    s = cuda.grid(1)  # type: ignore[call-arg,var-annotated]
     if s < fs.shape[0]:
         events[s] = advance(fs, ist, par, cap, lev, cnt, rng, tnext, sp, s, t0, t1)

@@ -179,14 +179,14 @@ class Station(BaseModel):
         if self.thermal is not None and sp.temperature is None:
             th = self.thermal
             mid = 0.5 * (th.ideal_min_c + th.ideal_max_c)
-            temp = Setpoint(
+            derived = Setpoint(
                 min=th.ideal_min_c - 20.0,
                 max=th.ideal_max_c + 20.0,
                 nominal=mid,
                 max_step=5.0,
                 resolution=0.5,
             )
-            object.__setattr__(self, "setpoints", Setpoints(speed=sp.speed, temperature=temp))
+            object.__setattr__(self, "setpoints", Setpoints(speed=sp.speed, temperature=derived))
         temp = self.setpoints.temperature
         if self.thermal is not None and temp is not None and temp.max <= self.thermal.ambient_c:
             raise ValueError(
