@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from api.errors import ApiError, UsageError
+from models.errors import ModelError
 from twin.errors import TwinError
 from twin.spec import BUNDLED_LINES, LineSpec, bundled_spec, load_spec, spec_json_schema
 
@@ -214,6 +215,88 @@ def _print_summary(s: dict[str, Any]) -> None:
     console.print(st)
 
 
+@cli.command()
+@click.option("--line", "line", metavar="FILE", help="Line spec TOML (or a bundled name).")
+@click.option(
+    "--samples",
+    type=click.IntRange(64, 10_000_000),
+    default=None,
+    help="Training samples to generate [default: 64000].",
+)
+@click.option(
+    "--out",
+    "out",
+    metavar="DIR",
+    default="model",
+    show_default=True,
+    help="Checkpoint folder to write.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the held-out metrics as JSON.")
+def train(
+    line: str | None, samples: int | None, out: str, device: str, seed: int, as_json: bool
+) -> None:
+    """Train the surrogate on data generated with the twin and save a checkpoint."""
+    from models.checkpoint import save
+    from models.device import resolve_torch_device
+    from models.pipeline import TrainSettings, train_surrogate
+
+    spec = load_line(line)
+    dev = resolve_torch_device(device)
+    settings = (
+        TrainSettings(seed=seed) if samples is None else TrainSettings(samples=samples, seed=seed)
+    )
+    with StageBar(enabled=not as_json) as progress:
+        model, report = train_surrogate(spec, settings, dev, progress)
+    folder = save(model, out)
+    report = {"checkpoint": str(folder), "device": str(dev), **report}
+    if as_json:
+        click.echo(json.dumps(json_safe(report)))
+        return
+    m = report["metrics"]
+    tr = report["training"]
+    click.echo(
+        f"trained on {tr['train']} samples ({tr['replicates']} replicates each) in "
+        f"{tr['total_seconds']:.0f} s on {dev}; checkpoint: {folder}"
+    )
+    for name, k in m["kpis"].items():
+        click.echo(f"  {name:26s} R² {k['r2']:.3f}  MAE {k['mae']:.4g}")
+    click.echo(
+        f"  90% band coverage {m['calibration']['coverage_mean']:.3f}; OOD threshold "
+        f"{m['ood']['threshold']:.3f}"
+    )
+
+
+class StageBar:
+    """A rich progress bar with one task per named stage (shown only on a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        console = Console(stderr=True)
+        self.bar = Progress(
+            console=console, transient=True, disable=not (enabled and console.is_terminal)
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Any:
+        self.bar.start()
+
+        def update(stage: str, done: float) -> None:
+            if stage not in self.tasks:
+                self.tasks[stage] = self.bar.add_task(stage, total=1.0)
+            self.bar.update(self.tasks[stage], completed=done)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
 @cli.group()
 def line() -> None:
     """Inspect line specs."""
@@ -274,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (TwinError, ApiError) as exc:
+    except (TwinError, ModelError, ApiError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted")

@@ -8,6 +8,7 @@ dropped and counted, and the twin never waits for it.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -96,12 +97,12 @@ class RealtimeTwin:
         acceleration: float = 1.0,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
-        if not tick_s > 0:
-            raise TwinError(f"tick_s must be positive, got {tick_s}")
-        if not acceleration > 0:
-            raise TwinError(f"acceleration must be positive, got {acceleration}")
+        if not (math.isfinite(tick_s) and tick_s > 0):
+            raise TwinError(f"tick_s must be a positive number of seconds, got {tick_s}")
+        if not (math.isfinite(acceleration) and acceleration > 0):
+            raise TwinError(f"acceleration must be a positive number, got {acceleration}")
         self.twin = twin
         self.tick_s = float(tick_s)
         self.acceleration = float(acceleration)
@@ -157,8 +158,10 @@ class RealtimeTwin:
                 if lag > period:
                     self.stats.late_ticks += 1
                 self.stats.max_lag_s = max(self.stats.max_lag_s, lag)
-            else:
+            elif self._sleep is not None:
                 self._sleep(-lag)
+            elif self._stop.wait(-lag):  # sleeping, but stop() wakes it at once
+                break
             self.tick()
             k += 1
 
@@ -183,6 +186,8 @@ class RealtimeTwin:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TwinError(f"the real-time twin did not stop within {timeout} s")
             self._thread = None
         with self._lock:
             subs, self._subs = list(self._subs), []

@@ -95,6 +95,7 @@ class Sensors:
         lp: LineParams,
         rng: np.random.Generator,
         faults: Sequence[SensorFault] = (),
+        n_scenarios: int | None = None,
     ) -> None:
         self.lp = lp
         self.rng = rng
@@ -121,6 +122,15 @@ class Sensors:
                 raise SpecError(f"{where}: unknown channel {f.channel!r} (have: {CHANNELS})")
             if f.kind not in FAULT_KINDS:
                 raise SpecError(f"{where}: unknown kind {f.kind!r} (have: {FAULT_KINDS})")
+            if not (math.isfinite(f.start_s) and math.isfinite(f.rate_per_h)):
+                raise SpecError(
+                    f"{where}: start_s and rate_per_h must be finite "
+                    f"(got {f.start_s}, {f.rate_per_h})"
+                )
+            if f.scenarios is not None and n_scenarios is not None:
+                bad = [k for k in f.scenarios if not 0 <= k < n_scenarios]
+                if bad:
+                    raise SpecError(f"{where}: scenarios {bad} are not in 0..{n_scenarios - 1}")
             if not f.end_s > f.start_s:
                 raise SpecError(f"{where}: end_s must be after start_s (got {f.end_s})")
             self.faults.append((f, names.index(f.station), CHANNELS.index(f.channel)))

@@ -70,7 +70,7 @@ class Twin:
         self.params: LineParams = compile_params(spec)
         self.n_scenarios = n_scenarios
         if state is None:
-            state = initial_state(self.params, n_scenarios, rng)
+            state = initial_state(self.params, n_scenarios, rng, float(time_s))
             for i, st in enumerate(spec.stations):
                 if st.thermal is not None and st.thermal.initial_c is not None:
                     set_initial_temperature(state, i, st.thermal.initial_c)
@@ -82,7 +82,11 @@ class Twin:
         if setpoints is not None:
             self.set_setpoints(setpoints)
         self.sensors = Sensors(
-            spec, self.params, np.random.default_rng(seed_streams(rng, (4,))), faults
+            spec,
+            self.params,
+            np.random.default_rng(seed_streams(rng, (4,))),
+            faults,
+            n_scenarios,
         )
         self.device = resolve_device(device)
         self._engine: CpuEngine | CudaEngine
@@ -166,24 +170,29 @@ class Twin:
         snapshot: Snapshot,
         n_scenarios: int,
         *,
-        scenario: int = 0,
+        scenario: int | Sequence[int] | np.ndarray = 0,
         seed: int | None = None,
         rng: np.random.Generator | None = None,
         device: str = "cpu",
         faults: Sequence[SensorFault] = (),
     ) -> Twin:
-        """Start `n_scenarios` what-if runs from scenario `scenario` of a snapshot.
+        """Start `n_scenarios` what-if runs from a snapshot.
 
-        Each fork gets fresh random streams from `rng`/`seed` (so the forks differ); forking
-        twice with the same seed gives the same streams (common random numbers).
+        `scenario` names the snapshot scenario every fork starts from, or gives one source
+        scenario per fork (a sequence of length `n_scenarios`). Each fork gets fresh random
+        streams from `rng`/`seed` (so the forks differ); forking twice with the same seed gives
+        the same streams (common random numbers).
         """
-        if not 0 <= scenario < snapshot.n_scenarios:
+        source = np.broadcast_to(np.asarray(scenario, dtype=np.int64), (n_scenarios,))
+        bad = (source < 0) | (source >= snapshot.n_scenarios)
+        if bad.any():
             raise TwinError(
-                f"scenario {scenario} is not in the snapshot (it has {snapshot.n_scenarios})"
+                f"scenario {int(source[bad][0])} is not in the snapshot "
+                f"(it has {snapshot.n_scenarios})"
             )
         if rng is None:
             rng = np.random.default_rng(seed)
-        state = snapshot.state.take([scenario] * n_scenarios)
+        state = snapshot.state.take(source)
         state.rng[...] = seed_streams(rng, state.rng.shape)
         redraw_memoryless(state, compile_params(snapshot.spec), rng, snapshot.time_s)
         twin = cls(
@@ -195,5 +204,5 @@ class Twin:
             time_s=snapshot.time_s,
             faults=faults,
         )
-        twin.set_setpoints(np.repeat(snapshot.setpoints[scenario : scenario + 1], n_scenarios, 0))
+        twin.set_setpoints(snapshot.setpoints[source])
         return twin

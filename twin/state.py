@@ -48,8 +48,10 @@ def seed_streams(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
     return rng.integers(0, 2**64, size=shape, dtype=np.uint64, endpoint=False)
 
 
-def initial_state(lp: LineParams, n_scenarios: int, rng: np.random.Generator) -> TwinState:
-    """Return an empty line at time 0: every station starved, buffers empty, clocks seeded."""
+def initial_state(
+    lp: LineParams, n_scenarios: int, rng: np.random.Generator, time_s: float = 0.0
+) -> TwinState:
+    """Return an empty line at `time_s`: every station starved, buffers empty, clocks seeded."""
     n = lp.params.shape[0]
     p = lp.params
     fs = np.zeros((n_scenarios, n, L.N_FSTATE))
@@ -62,6 +64,8 @@ def initial_state(lp: LineParams, n_scenarios: int, rng: np.random.Generator) ->
     fs[:, :, L.F_WEAR_RATE] = ratio ** p[:, L.P_WEAR_EXP]
     fs[:, :, L.F_TSET] = nom[:, L.S_TEMP]
     fs[:, :, L.F_TEMP] = nom[:, L.S_TEMP]
+    fs[:, :, L.F_SINCE] = time_s
+    fs[:, :, L.F_TREF] = time_s
     ist = np.zeros((n_scenarios, n, L.N_ISTATE), dtype=np.int64)
     ist[:, :, L.I_STATUS] = L.STARVED
     return TwinState(

@@ -90,6 +90,7 @@ def assert_one_line_error(res: Result, *words: str) -> None:
     assert res.code == 2
     assert res.out == ""
     assert "Traceback" not in res.err
+    assert "unexpected" not in res.err  # a known error, not the catch-all for bugs
     assert res.err.startswith("linetwin: error: ")
     assert res.err.endswith("\n") and res.err.count("\n") == 1, res.err
     for word in words:

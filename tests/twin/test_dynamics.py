@@ -148,3 +148,10 @@ def test_energy_of_a_station_that_never_stops():
     twin.set_setpoints({"s0": {"speed": 1.2}})
     snap2 = twin.step(3600.0)
     assert snap2.energy_kwh[0, 0] - snap.energy_kwh[0, 0] == pytest.approx(run_kw * 1.2**2)
+
+
+def test_a_twin_started_at_a_later_time_accounts_only_simulated_time():
+    twin = Twin(bundled_spec(), 2, seed=0, time_s=1000.0)
+    snap = twin.step(100.0)
+    assert np.allclose(snap.status_time_s.sum(axis=2), 100.0)
+    assert snap.time_s == 1100.0

@@ -117,10 +117,6 @@ def test_bad_tick_or_acceleration_raise_twin_error(tick_s: float, acceleration: 
         RealtimeTwin(make_twin(), tick_s, acceleration)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: RealtimeTwin accepts tick_s=inf (only checks > 0); Twin.step then fails",
-)
 def test_infinite_tick_raises_twin_error() -> None:
     with pytest.raises(TwinError):
         RealtimeTwin(make_twin(), math.inf, 1.0)
@@ -322,3 +318,16 @@ def test_starting_twice_raises_and_a_stopped_twin_can_start_again() -> None:
         rt.stop()
     assert rt.stats.ticks > ticks
     assert rt.error is None
+
+
+def test_stop_wakes_a_slow_paced_run_at_once() -> None:
+    import time as _time
+
+    rt = RealtimeTwin(make_twin(), tick_s=60.0, acceleration=0.01)  # 6000 s between ticks
+    rt.start()
+    t0 = _time.monotonic()
+    while rt.stats.ticks < 1 and _time.monotonic() - t0 < 30:
+        _time.sleep(0.01)
+    rt.stop(timeout=5.0)
+    assert _time.monotonic() - t0 < 10.0
+    assert rt.stats.ticks == 1

@@ -182,7 +182,7 @@ def test_stuck_holds_the_value_read_when_the_fault_began_and_releases_after_end(
     assert snaps[8].readings.temperature_c[0, 1] > held[0] + 40.0
 
 
-def test_stuck_holds_the_noisy_reading_and_a_new_window_takes_a_new_value() -> None:
+def test_stuck_holds_the_noisy_reading_then_noise_returns() -> None:
     spec = line(press({"power_noise_kw": 0.2}), oven())
     faults = [SensorFault("press", "power", "stuck", start_s=120.0, end_s=360.0)]
     twin = Twin(spec, 4, seed=9, faults=faults)
@@ -463,3 +463,14 @@ def test_no_heating_at_or_below_ambient() -> None:
     assert snap.temperature_true_c[0, 0] == 15.0
     assert snap.energy_kwh[0, 0] == 0.0
     assert snap.readings.power_kw[0, 0] == 0.0
+
+
+def test_fault_on_scenarios_that_do_not_exist_is_refused():
+    from twin import SensorFault, SpecError, Twin, bundled_spec
+
+    fault = SensorFault("press", "power", "nan", scenarios=(0, 5))
+    with pytest.raises(SpecError, match=r"scenarios \[5\] are not in 0..2"):
+        Twin(bundled_spec(), 3, seed=0, faults=[fault])
+    drift = SensorFault("press", "power", "drift", rate_per_h=float("nan"))
+    with pytest.raises(SpecError, match="must be finite"):
+        Twin(bundled_spec(), 3, seed=0, faults=[drift])
