@@ -6,18 +6,18 @@
 # changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="models"
-[ "${1:-}" = "dev" ] && extras="models,dev"
+extras=""
+[ "${1:-}" = "dev" ] && extras="dev"
 python="${PYTHON:-python3}"
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "linetwin needs Python >= 3.11 (found: $("$python" --version 2>&1))" >&2
     exit 1
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-stamp=".venv/.linetwin-setup-$extras"
+stamp=".venv/.linetwin-setup-${extras:-base}"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[$extras]"
+    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".${extras:+[$extras]}"
     echo "$want" > "$stamp"
 fi

@@ -1,0 +1,178 @@
+"""The surrogate: predict a line's KPIs, their spread and an out-of-distribution score.
+
+`Surrogate.predict` is the one verb the optimizer and the API use. Small batches on the CPU go
+through a numpy forward of the folded weights (torch's per-call overhead would dominate at batch
+1); large batches and the GPU go through torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.errors import ModelError
+from models.features import FeatureSchema
+from models.network import EnsembleMLP, numpy_forward
+from twin.spec import Economics
+
+NUMPY_MAX_BATCH = 64
+Z90 = 1.6448536269514722  # two-sided 90% band of a normal
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """KPIs in physical units: mean and std `(batch, n_outputs)`, members `(E, batch, n_out)`.
+
+    `std` is the calibrated spread: the ensemble's standard deviation times the per-output
+    scale fitted on held-out data, so that mean ± 1.645 std is a 90% band.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    members: np.ndarray
+
+    def band(self, z: float = Z90) -> tuple[np.ndarray, np.ndarray]:
+        """Return (low, high) of the band mean ± z std."""
+        return self.mean - z * self.std, self.mean + z * self.std
+
+
+@dataclass
+class Surrogate:
+    """A trained ensemble with its schema, calibration and OOD reference."""
+
+    schema: FeatureSchema
+    net: EnsembleMLP
+    band_scale: np.ndarray  # (n_outputs,) multiplies the ensemble std
+    ood_reference: np.ndarray  # (m, n_inputs) raw inputs from the training data
+    ood_threshold: float  # scores above it are out of the training envelope
+    ood_k: int = 8
+    metadata: dict[str, Any] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __post_init__(self) -> None:
+        self.net.to(self.device).eval()
+        self._layers = self.net.numpy_layers()
+        xs = self.net.x_std.detach().cpu().double().numpy()
+        xm = self.net.x_mean.detach().cpu().double().numpy()
+        self._x_mean, self._x_std = xm, xs
+        self._ood_ref_n = torch.as_tensor(
+            (self.ood_reference - xm) / xs, dtype=torch.float32, device=self.device
+        )
+
+    # -- inputs -----------------------------------------------------------------------------
+    def inputs(self, state: np.ndarray, setpoints: np.ndarray) -> np.ndarray:
+        """Join state `(batch, n_state)` and setpoint features `(batch, n_setpoints)`."""
+        state = np.atleast_2d(np.asarray(state, dtype=float))
+        setpoints = np.atleast_2d(np.asarray(setpoints, dtype=float))
+        if state.shape[1] != self.schema.n_state or setpoints.shape[1] != self.schema.n_setpoints:
+            raise ModelError(
+                f"expected {self.schema.n_state} state and {self.schema.n_setpoints} setpoint "
+                f"features, got {state.shape[1]} and {setpoints.shape[1]}"
+            )
+        if state.shape[0] == 1 and setpoints.shape[0] > 1:
+            state = np.broadcast_to(state, (setpoints.shape[0], state.shape[1]))
+        return np.concatenate([state, setpoints], axis=1)
+
+    # -- the verb ---------------------------------------------------------------------------
+    def predict(self, state: np.ndarray, setpoints: np.ndarray) -> Prediction:
+        """Predict KPIs for a batch of (state, setpoints); one state broadcasts over many."""
+        x = self.inputs(state, setpoints)
+        if self.device.type == "cpu" and x.shape[0] <= NUMPY_MAX_BATCH:
+            members = numpy_forward(self._layers, x)
+        else:
+            with torch.inference_mode():
+                xt = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+                members = self.net(xt).double().cpu().numpy()
+        return self._summarise(members)
+
+    def predict_batched(
+        self, state: np.ndarray, setpoints: np.ndarray, chunk: int = 32_768
+    ) -> Prediction:
+        """Predict a large batch in chunks of `chunk` rows (bounded memory)."""
+        x_state = np.atleast_2d(state)
+        x_sp = np.atleast_2d(setpoints)
+        parts = [
+            self.predict(x_state[i : i + chunk], x_sp[i : i + chunk]).members
+            for i in range(0, x_sp.shape[0], chunk)
+        ]
+        return self._summarise(np.concatenate(parts, axis=1))
+
+    def _summarise(self, members: np.ndarray) -> Prediction:
+        mean = members.mean(axis=0)
+        std = members.std(axis=0) * self.band_scale
+        return Prediction(mean, std, members)
+
+    def predict_torch(self, state: torch.Tensor, setpoints: torch.Tensor) -> torch.Tensor:
+        """Differentiable members `(E, batch, n_out)` for torch inputs on `self.device`."""
+        return self.net(torch.cat([state, setpoints], dim=1))
+
+    def gradient(
+        self, state: np.ndarray, setpoints: np.ndarray, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (objective `(batch,)`, d objective / d setpoints `(batch, n_setpoints)`).
+
+        The objective is the ensemble-mean prediction dotted with `weights (n_outputs,)`.
+        """
+        x = self.inputs(state, setpoints)
+        xs = torch.as_tensor(x[:, : self.schema.n_state], dtype=torch.float32, device=self.device)
+        sp = torch.as_tensor(
+            x[:, self.schema.n_state :], dtype=torch.float32, device=self.device
+        ).requires_grad_(True)
+        w = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+        obj = (self.predict_torch(xs, sp).mean(dim=0) * w).sum(dim=1)
+        (grad,) = torch.autograd.grad(obj.sum(), sp)
+        return obj.detach().double().cpu().numpy(), grad.double().cpu().numpy()
+
+    def ood_score(self, state: np.ndarray, setpoints: np.ndarray) -> np.ndarray:
+        """Return the OOD score `(batch,)`: mean distance to the k nearest training inputs in
+        normalised units. Scores above `ood_threshold` are outside the training envelope."""
+        x = self.inputs(state, setpoints)
+        xn = torch.as_tensor(
+            (x - self._x_mean) / self._x_std, dtype=torch.float32, device=self.device
+        )
+        with torch.inference_mode():
+            d = torch.cdist(xn, self._ood_ref_n)
+            k = min(self.ood_k, d.shape[1])
+            near = torch.topk(d, k, dim=1, largest=False).values.mean(dim=1)
+        return near.double().cpu().numpy() / np.sqrt(x.shape[1])
+
+    def weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Return each layer as float64 `(members, d_in, d_out)` and bias `(members, d_out)`,
+        with the normalisation folded in: members map raw inputs to raw outputs."""
+        return [(w.copy(), b.copy()) for w, b in self._layers]
+
+    def to(self, device: torch.device | str) -> Surrogate:
+        """Return the same surrogate on another torch device."""
+        return Surrogate(
+            self.schema,
+            self.net,
+            self.band_scale,
+            self.ood_reference,
+            self.ood_threshold,
+            self.ood_k,
+            self.metadata,
+            torch.device(device),
+        )
+
+
+def derived_kpis(
+    schema: FeatureSchema, economics: Economics, outputs: np.ndarray
+) -> dict[str, np.ndarray]:
+    """From outputs `(..., n_outputs)` derive energy per good part and the profit rate.
+
+    Scrapped parts per hour follow from good throughput and scrap rate:
+    scrap/h = throughput * rate / (1 - rate).
+    """
+    th = np.maximum(outputs[..., 0], 1e-9)
+    rate = np.clip(outputs[..., 1], 0.0, 0.999)
+    energy = np.maximum(outputs[..., 2], 0.0)
+    scrap_per_h = th * rate / (1.0 - rate)
+    profit = (
+        th * economics.price_per_good_part
+        - scrap_per_h * economics.cost_per_scrap_part
+        - energy * economics.energy_price_per_kwh
+    )
+    return {"energy_kwh_per_good_part": energy / th, "profit_per_hour": profit}
