@@ -19,6 +19,11 @@ class EnsembleMLP(nn.Module):
     piecewise-linear function that a mixed-integer program can embed exactly.
     """
 
+    x_mean: torch.Tensor
+    x_std: torch.Tensor
+    y_mean: torch.Tensor
+    y_std: torch.Tensor
+
     def __init__(
         self,
         n_in: int,

@@ -19,13 +19,13 @@ from models.network import EnsembleMLP
 class TrainConfig:
     """Hyper-parameters of ensemble training."""
 
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = (128, 128)
     members: int = 5
-    max_epochs: int = 400
-    batch_size: int = 512
+    max_epochs: int = 300
+    batch_size: int = 1024
     learning_rate: float = 3e-3
     weight_decay: float = 1e-6
-    patience: int = 30
+    patience: int = 20
     seed: int = 0
 
 
