@@ -105,7 +105,7 @@ class Dataset:
 def outputs_of(schema: FeatureSchema, start: Snapshot, end: Snapshot) -> np.ndarray:
     """Return the KPI targets `(n_scenarios, n_outputs)` of the window from start to end."""
     k = window_kpis(start, end)
-    line = np.stack([k.throughput_per_hour, k.scrap_rate, k.energy_kwh_per_hour], axis=1)
+    line = np.stack([k.throughput_per_hour, k.scrap_per_hour, k.energy_kwh_per_hour], axis=1)
     return np.concatenate([line, k.utilisation], axis=1)
 
 

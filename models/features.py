@@ -18,7 +18,9 @@ from twin.snapshot import Snapshot
 from twin.spec import SETPOINT_NAMES, LineSpec
 
 DEFAULT_HORIZON_S = 1800.0
-LINE_OUTPUTS = ("throughput_per_hour", "scrap_rate", "energy_kwh_per_hour")
+LINE_OUTPUTS = ("good_per_hour", "scrap_per_hour", "energy_kwh_per_hour")
+OUT_GOOD, OUT_SCRAP, OUT_ENERGY = 0, 1, 2
+"""Columns of the line outputs: the profit rate is linear in them (exact MIP embedding)."""
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,9 @@ class FeatureSchema:
     blocked, starved), measured temperatures of thermal stations (°C), wear of unreliable
     stations (h), recent good throughput (parts/h). Setpoint features `(n, n_setpoints)`:
     every station's speed, then every thermal station's temperature (°C). Outputs `(n, n_out)`:
-    good throughput (parts/h), scrap rate, energy (kWh/h), then each station's utilisation,
-    all as expectations over the next `horizon_s` seconds.
+    good parts per hour, scrapped parts per hour, energy (kWh/h), then each station's
+    utilisation, all as expectations over the next `horizon_s` seconds. The profit rate is
+    linear in the first three; scrap rate and energy per part are ratios of them.
     """
 
     spec_hash: str

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from models.dataset import Dataset, generate
-from models.features import DEFAULT_HORIZON_S
+from models.features import DEFAULT_HORIZON_S, OUT_ENERGY, OUT_GOOD, OUT_SCRAP
 from models.surrogate import Z90, Prediction, Surrogate
 from models.train import TrainConfig, fit
 from twin.spec import LineSpec
@@ -63,25 +63,17 @@ def r2(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return 1.0 - ((pred - truth) ** 2).sum(axis=0) / np.where(ss > 0, ss, np.nan)
 
 
-def kpi_table(model: Surrogate, data: Dataset) -> dict[str, np.ndarray]:
-    """Name the KPIs the targets judge: line outputs, energy per part, mean utilisation."""
+def kpi_table(outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """The KPIs accuracy is judged on, from outputs `(n, n_outputs)` (targets or predictions)."""
+    good, scrap = outputs[:, OUT_GOOD], outputs[:, OUT_SCRAP]
+    energy = outputs[:, OUT_ENERGY]
     return {
-        "throughput_per_hour": data.targets[:, 0],
-        "scrap_rate": data.targets[:, 1],
-        "energy_kwh_per_hour": data.targets[:, 2],
-        "energy_kwh_per_good_part": data.targets[:, 2] / np.maximum(data.targets[:, 0], 1e-9),
-        "utilisation_mean": data.targets[:, 3:].mean(axis=1),
-    }
-
-
-def prediction_table(pred_mean: np.ndarray) -> dict[str, np.ndarray]:
-    """The same KPIs from predicted outputs `(n, n_outputs)`."""
-    return {
-        "throughput_per_hour": pred_mean[:, 0],
-        "scrap_rate": pred_mean[:, 1],
-        "energy_kwh_per_hour": pred_mean[:, 2],
-        "energy_kwh_per_good_part": pred_mean[:, 2] / np.maximum(pred_mean[:, 0], 1e-9),
-        "utilisation_mean": pred_mean[:, 3:].mean(axis=1),
+        "throughput_per_hour": good,
+        "scrap_per_hour": scrap,
+        "scrap_rate": scrap / np.maximum(good + scrap, 1e-9),
+        "energy_kwh_per_hour": energy,
+        "energy_kwh_per_good_part": energy / np.maximum(good, 1e-9),
+        "utilisation_mean": outputs[:, 3:].mean(axis=1),
     }
 
 
@@ -95,13 +87,7 @@ def fit_band_scale(pred: Prediction, truth: np.ndarray) -> np.ndarray:
 def evaluate(model: Surrogate, test: Dataset) -> dict[str, Any]:
     """Accuracy (R², MAE), calibration and single-run figures on a held-out set."""
     pred = model.predict_batched(test.state, test.setpoints)
-    truth, got = kpi_table(model, test), prediction_table(pred.mean)
-    single = {
-        k: v
-        for k, v in kpi_table(
-            model, Dataset(test.schema, test.state, test.setpoints, test.single, test.single, 1, 0)
-        ).items()
-    }
+    truth, got, single = kpi_table(test.targets), kpi_table(pred.mean), kpi_table(test.single)
     low, high = pred.band()
     inside = (test.targets >= low) & (test.targets <= high)
     out: dict[str, Any] = {"samples": len(test), "replicates": test.replicates, "kpis": {}}

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from models.errors import ModelError
-from models.features import FeatureSchema
+from models.features import OUT_ENERGY, OUT_GOOD, OUT_SCRAP, FeatureSchema
 from models.network import EnsembleMLP, numpy_forward
 from twin.spec import Economics
 
@@ -158,21 +158,19 @@ class Surrogate:
         )
 
 
-def derived_kpis(
-    schema: FeatureSchema, economics: Economics, outputs: np.ndarray
-) -> dict[str, np.ndarray]:
-    """From outputs `(..., n_outputs)` derive energy per good part and the profit rate.
-
-    Scrapped parts per hour follow from good throughput and scrap rate:
-    scrap/h = throughput * rate / (1 - rate).
-    """
-    th = np.maximum(outputs[..., 0], 1e-9)
-    rate = np.clip(outputs[..., 1], 0.0, 0.999)
-    energy = np.maximum(outputs[..., 2], 0.0)
-    scrap_per_h = th * rate / (1.0 - rate)
+def derived_kpis(economics: Economics, outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """From outputs `(..., n_outputs)` derive the profit rate, scrap rate and energy per part."""
+    good = np.maximum(outputs[..., OUT_GOOD], 0.0)
+    scrap = np.maximum(outputs[..., OUT_SCRAP], 0.0)
+    energy = np.maximum(outputs[..., OUT_ENERGY], 0.0)
     profit = (
-        th * economics.price_per_good_part
-        - scrap_per_h * economics.cost_per_scrap_part
+        good * economics.price_per_good_part
+        - scrap * economics.cost_per_scrap_part
         - energy * economics.energy_price_per_kwh
     )
-    return {"energy_kwh_per_good_part": energy / th, "profit_per_hour": profit}
+    return {
+        "throughput_per_hour": good,
+        "scrap_rate": scrap / np.maximum(good + scrap, 1e-9),
+        "energy_kwh_per_good_part": energy / np.maximum(good, 1e-9),
+        "profit_per_hour": profit,
+    }

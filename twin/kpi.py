@@ -15,7 +15,8 @@ from twin.snapshot import Snapshot
 class Kpis:
     """KPIs over a window of `hours`, per scenario `(n_scenarios,)` unless noted.
 
-    throughput_per_hour: good parts per hour. scrap_rate: scrapped / (good + scrapped).
+    throughput_per_hour: good parts per hour. scrap_per_hour: scrapped parts per hour.
+    scrap_rate: scrapped / (good + scrapped).
     energy_kwh_per_hour, energy_kwh_per_good_part (NaN without good parts). profit_per_hour in
     the spec's currency. availability and utilisation `(n_scenarios, n_stations)`: share of
     the window not down, and busy. oee: good parts times the bottleneck's cycle time at rated
@@ -24,6 +25,7 @@ class Kpis:
 
     hours: float
     throughput_per_hour: np.ndarray
+    scrap_per_hour: np.ndarray
     scrap_rate: np.ndarray
     energy_kwh_per_hour: np.ndarray
     energy_kwh_per_good_part: np.ndarray
@@ -61,6 +63,7 @@ def window_kpis(start: Snapshot, end: Snapshot) -> Kpis:
     return Kpis(
         hours=hours,
         throughput_per_hour=good / hours,
+        scrap_per_hour=scrap / hours,
         scrap_rate=scrap_rate,
         energy_kwh_per_hour=energy / hours,
         energy_kwh_per_good_part=per_part,
