@@ -14,6 +14,7 @@ import click
 
 from api.errors import ApiError, UsageError
 from models.errors import ModelError
+from optimizer.errors import OptimizerError
 from twin.errors import TwinError
 from twin.spec import BUNDLED_LINES, LineSpec, bundled_spec, load_spec, spec_json_schema
 
@@ -234,10 +235,23 @@ def _print_summary(s: dict[str, Any]) -> None:
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
+@click.option(
+    "--horizon-s",
+    type=float,
+    default=1800.0,
+    show_default=True,
+    help="Prediction horizon, s of line time.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the held-out metrics as JSON.")
 def train(
-    line: str | None, samples: int | None, out: str, device: str, seed: int, as_json: bool
+    line: str | None,
+    samples: int | None,
+    out: str,
+    device: str,
+    horizon_s: float,
+    seed: int,
+    as_json: bool,
 ) -> None:
     """Train the surrogate on data generated with the twin and save a checkpoint."""
     from models.checkpoint import save
@@ -246,9 +260,10 @@ def train(
 
     spec = load_line(line)
     dev = resolve_torch_device(device)
-    settings = (
-        TrainSettings(seed=seed) if samples is None else TrainSettings(samples=samples, seed=seed)
-    )
+    if not (math.isfinite(horizon_s) and horizon_s > 0):
+        raise UsageError(f"--horizon-s must be a positive number of seconds, got {horizon_s}")
+    sizes = {} if samples is None else {"samples": samples}
+    settings = TrainSettings.for_horizon(horizon_s, seed=seed, **sizes)
     with StageBar(enabled=not as_json) as progress:
         model, report = train_surrogate(spec, settings, dev, progress)
     folder = save(model, out)
@@ -268,6 +283,118 @@ def train(
         f"  90% band coverage {m['calibration']['coverage_mean']:.3f}; OOD threshold "
         f"{m['ood']['threshold']:.3f}"
     )
+
+
+STEADY_STATE_HORIZON_S = 4 * 3600.0
+"""Horizon of the optimizer's default model: long enough that the start state fades (the
+optimizer sets steady-state targets; a 30-minute model rewards draining buffers)."""
+
+
+def default_model_dir(spec: LineSpec) -> Path:
+    """Where a line's default model is cached: $LINETWIN_DATA_DIR or ~/.local/share/linetwin."""
+    base = os.environ.get("LINETWIN_DATA_DIR") or str(Path.home() / ".local/share/linetwin")
+    return Path(base) / "models" / spec.spec_hash()[:16]
+
+
+def load_or_train(spec: LineSpec, model_dir: str | None, quiet: bool) -> Any:
+    """Load `--model`, or the cached default model of the line, training it first if needed."""
+    from models.checkpoint import load, save
+    from models.pipeline import TrainSettings, train_surrogate
+
+    if model_dir is not None:
+        return load(model_dir, spec)
+    folder = default_model_dir(spec)
+    if (folder / "model.json").is_file():
+        return load(folder, spec)
+    click.echo(
+        f"no model given and none cached for line {spec.name!r}: training the default "
+        f"model (a few minutes on 2 cores) into {folder}",
+        err=True,
+    )
+    with StageBar(enabled=not quiet) as progress:
+        model, _report = train_surrogate(
+            spec, TrainSettings.for_horizon(STEADY_STATE_HORIZON_S), progress=progress
+        )
+    save(model, folder)
+    return model
+
+
+@cli.command()
+@click.option("--line", "line", metavar="FILE", help="Line spec TOML (or a bundled name).")
+@click.option("--model", "model_dir", metavar="DIR", help="Surrogate checkpoint folder.")
+@click.option("--exact", is_flag=True, help="Prove the surrogate's optimum with a MIP.")
+@click.option(
+    "--verify-hours",
+    type=float,
+    default=None,
+    help="Check on the twin against nominal setpoints for H hours.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def optimize(
+    line: str | None,
+    model_dir: str | None,
+    exact: bool,
+    verify_hours: float | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Optimise the line's steady-state setpoints from its nominal state."""
+    from optimizer.oneshot import optimize_line, verify
+
+    spec = load_line(line)
+    if verify_hours is not None and not (math.isfinite(verify_hours) and verify_hours > 0):
+        raise UsageError(f"--verify-hours must be a positive number, got {verify_hours}")
+    model = load_or_train(spec, model_dir, as_json)
+    result = optimize_line(spec, model, exact=exact, seed=seed)
+    sol = result.solution
+    names = [s.name for s in spec.stations]
+    setpoints = {}
+    for i, st in enumerate(spec.stations):
+        entry = {"speed": float(result.setpoints[i, 0])}
+        if st.is_thermal:
+            entry["temperature"] = float(result.setpoints[i, 1])
+        setpoints[names[i]] = entry
+    out: dict[str, Any] = {
+        "line": spec.name,
+        "setpoints": setpoints,
+        "predicted": {k: {"mean": m, "std": sd} for k, (m, sd) in result.predicted.items()},
+        "nominal_predicted": {
+            k: {"mean": m, "std": sd} for k, (m, sd) in result.nominal_predicted.items()
+        },
+        "status": sol.status,
+        "method": sol.method,
+        "solve_seconds": sol.seconds,
+        "bound": sol.bound,
+        "gap": sol.gap,
+        "ood_score": sol.ood_score,
+        "ood_threshold": model.ood_threshold,
+    }
+    if verify_hours is not None:
+        out["verify"] = verify(spec, result.setpoints, verify_hours, seed=seed)
+    if as_json:
+        click.echo(json.dumps(json_safe(out)))
+        return
+    click.echo(f"{spec.name}: {sol.method} solve {sol.status} in {sol.seconds * 1000:.0f} ms")
+    for name, entry in setpoints.items():
+        click.echo(f"  {name:12s} " + "  ".join(f"{k} {v:.3f}" for k, v in entry.items()))
+    for k, v in out["predicted"].items():
+        nom = out["nominal_predicted"][k]["mean"]
+        click.echo(f"  predicted {k:26s} {v['mean']:10.3f} ± {v['std']:.3f} (nominal {nom:.3f})")
+    if verify_hours is not None:
+        ver = out["verify"]
+        for k in (
+            "throughput_per_hour",
+            "scrap_rate",
+            "energy_kwh_per_good_part",
+            "profit_per_hour",
+        ):
+            click.echo(
+                f"  twin {k:26s} optimized {ver['optimized'][k]:10.3f}  nominal "
+                f"{ver['nominal'][k]:10.3f}"
+            )
+        gain = ver["profit_gain_per_hour"]
+        click.echo(f"  profit gain per hour {gain['mean']:.2f} ± {gain['ci95'] or 0:.2f} (95%)")
 
 
 class StageBar:
@@ -357,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (TwinError, ModelError, ApiError) as exc:
+    except (TwinError, ModelError, OptimizerError, ApiError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted")

@@ -43,6 +43,18 @@ class TrainSettings:
     seed: int = 0
     config: TrainConfig = field(default_factory=TrainConfig)
 
+    @classmethod
+    def for_horizon(cls, horizon_s: float, **kwargs: Any) -> TrainSettings:
+        """Settings for another horizon at the same simulation cost and label noise.
+
+        Label noise falls with the simulated time per sample, so a longer horizon needs
+        proportionally fewer replicates (16 at 30 minutes, 2 at 4 hours).
+        """
+        ratio = DEFAULT_HORIZON_S / horizon_s
+        kwargs.setdefault("replicates", max(round(16 * ratio), 1))
+        kwargs.setdefault("eval_replicates", max(round(64 * ratio), 4))
+        return cls(horizon_s=horizon_s, **kwargs)
+
 
 def split_by_state(
     data: Dataset, per_state: int, fraction: float, rng: np.random.Generator

@@ -94,8 +94,9 @@ class Surrogate:
         """Predict a large batch in chunks of `chunk` rows (bounded memory)."""
         x_state = np.atleast_2d(state)
         x_sp = np.atleast_2d(setpoints)
+        one = x_state.shape[0] == 1  # one state broadcast over all setpoints
         parts = [
-            self.predict(x_state[i : i + chunk], x_sp[i : i + chunk]).members
+            self.predict(x_state if one else x_state[i : i + chunk], x_sp[i : i + chunk]).members
             for i in range(0, x_sp.shape[0], chunk)
         ]
         return self._summarise(np.concatenate(parts, axis=1))
@@ -125,6 +126,24 @@ class Surrogate:
         obj = (self.predict_torch(xs, sp).mean(dim=0) * w).sum(dim=1)
         (grad,) = torch.autograd.grad(obj.sum(), sp)
         return obj.detach().double().cpu().numpy(), grad.double().cpu().numpy()
+
+    def jacobian(self, state: np.ndarray, setpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the ensemble-mean outputs `(n_out,)` and their exact Jacobian with respect
+        to the setpoints `(n_out, n_setpoints)` at one point (ReLU: piecewise linear)."""
+        x = self.inputs(state, setpoints)[:1]
+        n_state = self.schema.n_state
+        members = self._layers[0][0].shape[0]
+        h = np.broadcast_to(x, (members, *x.shape))
+        jac = self._layers[0][0][:, n_state:, :]  # (E, n_sp, d1)
+        for k, (w, b) in enumerate(self._layers):
+            if k > 0:
+                jac = jac @ w
+            h = np.matmul(h, w) + b[:, None, :]
+            if k < len(self._layers) - 1:
+                active = h[:, 0, :] > 0
+                h = np.maximum(h, 0.0)
+                jac = jac * active[:, None, :]
+        return h[:, 0, :].mean(axis=0), jac.mean(axis=0).T
 
     def ood_score(self, state: np.ndarray, setpoints: np.ndarray) -> np.ndarray:
         """Return the OOD score `(batch,)`: mean distance to the k nearest training inputs in

@@ -1,0 +1,13 @@
+"""Errors raised by the optimizer package: one base class, a short tree."""
+
+
+class OptimizerError(Exception):
+    """Base class of every error the optimizer package raises on purpose."""
+
+
+class SolverError(OptimizerError, RuntimeError):
+    """OR-Tools failed or returned no usable solution (its status is in the message)."""
+
+
+class ProblemError(OptimizerError, ValueError):
+    """An optimisation problem is malformed (bad weights, caps, locks or bounds)."""

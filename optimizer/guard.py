@@ -1,0 +1,148 @@
+"""The setpoint guard: the only door through which any setpoint reaches the store and the plant.
+
+Whoever proposes setpoints (the optimizer, an engineer's override, a rollback), the guard makes
+what leaves finite, inside the engineering limits, on the setpoint's grid, within one cycle's
+rate of change from what the plant runs, and without moves smaller than the actuator resolves.
+When the inputs are stale or bad, the model or the solver failed, or the proposal itself is
+unusable, it holds the last-known-good setpoints and says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from twin.params import compile_params
+from twin.spec import LineSpec
+
+
+class Reason(StrEnum):
+    """Why the guard published what it did."""
+
+    OK = "ok"
+    CLAMPED = "clamped"  # part of the target lay outside the limits
+    RAMPED = "ramped"  # the move was cut to the rate limit
+    DEADBAND = "deadband"  # moves below the actuator's resolution were not sent
+    STALE_DATA = "stale_data"
+    BAD_DATA = "bad_data"  # NaN, frozen or out-of-range sensor data
+    MODEL_FAILED = "model_failed"
+    OUT_OF_ENVELOPE = "out_of_envelope"  # the surrogate is outside its training data
+    SOLVER_FAILED = "solver_failed"
+    SOLVER_TIMEOUT = "solver_timeout"
+    BAD_PROPOSAL = "bad_proposal"  # the proposal had non-finite values or the wrong shape
+
+
+FALLBACKS = frozenset(
+    {
+        Reason.STALE_DATA,
+        Reason.BAD_DATA,
+        Reason.MODEL_FAILED,
+        Reason.OUT_OF_ENVELOPE,
+        Reason.SOLVER_FAILED,
+        Reason.SOLVER_TIMEOUT,
+        Reason.BAD_PROPOSAL,
+    }
+)
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    """What the guard lets through: setpoints `(n_stations, 2)` and the reasons.
+
+    `fallback` is True when the proposal was rejected and the last-known-good setpoints are
+    held; `target` is the clamped proposal the ramp heads for (None on fallback).
+    """
+
+    setpoints: np.ndarray
+    reasons: tuple[Reason, ...]
+    fallback: bool
+    target: np.ndarray | None
+
+
+class SetpointGuard:
+    """Enforce a line's setpoint limits; remember the last-known-good setpoints."""
+
+    def __init__(self, spec: LineSpec, last_good: np.ndarray | None = None) -> None:
+        lp = compile_params(spec)
+        self.present = lp.present
+        self.lower = np.where(self.present, lp.lower, 0.0)
+        self.upper = np.where(self.present, lp.upper, 0.0)
+        nominal = np.where(self.present, lp.nominal, 0.0)
+        shape = self.present.shape
+        self.max_step = np.zeros(shape)
+        self.resolution = np.zeros(shape)
+        self.grid = np.zeros(shape)
+        for i, st in enumerate(spec.stations):
+            for k, sp in enumerate((st.setpoints.speed, st.setpoints.temperature)):
+                if sp is not None:
+                    self.max_step[i, k] = sp.max_step
+                    self.resolution[i, k] = sp.resolution
+                    self.grid[i, k] = sp.grid or 0.0
+        start = nominal if last_good is None else self.sanitise(last_good)
+        self.last_good = self.snap(start, start)
+
+    def sanitise(self, values: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+        """Return `values` clipped into the limits, non-finite entries taken from `fallback`
+        (default: the lower limits); absent setpoints are 0."""
+        v = np.array(values, dtype=float, copy=True)
+        if v.shape != self.present.shape:
+            raise ValueError(f"setpoints must have shape {self.present.shape}, got {v.shape}")
+        v = np.where(np.isfinite(v), v, self.lower if fallback is None else fallback)
+        return np.where(self.present, np.clip(v, self.lower, self.upper), 0.0)
+
+    def snap(self, values: np.ndarray, toward: np.ndarray) -> np.ndarray:
+        """Put gridded setpoints on their grid, rounding toward `toward` when it matters."""
+        has = self.grid > 0
+        if not has.any():
+            return values
+        g = np.where(has, self.grid, 1.0)
+        k = (values - self.lower) / g
+        up, down = np.ceil(k - 1e-9), np.floor(k + 1e-9)
+        snapped = self.lower + np.where(values >= toward, down, up) * g
+        snapped = np.clip(snapped, self.lower, self.upper)
+        return np.where(has, snapped, values)
+
+    def reject(self, reason: Reason) -> GuardResult:
+        """Hold the last-known-good setpoints because of `reason`."""
+        return GuardResult(self.last_good.copy(), (reason,), True, None)
+
+    def check(
+        self,
+        proposal: np.ndarray | None,
+        running: np.ndarray | None = None,
+        failure: Reason | None = None,
+    ) -> GuardResult:
+        """Turn a proposal into setpoints safe to publish, or fall back.
+
+        `running` is what the plant runs now (default: the last-known-good setpoints);
+        `failure` names an upstream failure (stale data, solver timeout...), which forces the
+        fallback. A result that is not a fallback becomes the new last-known-good.
+        """
+        if failure is not None:
+            return self.reject(failure)
+        if proposal is None:
+            return self.reject(Reason.BAD_PROPOSAL)
+        p = np.asarray(proposal, dtype=float)
+        if p.shape != self.present.shape or not np.isfinite(p[self.present]).all():
+            return self.reject(Reason.BAD_PROPOSAL)
+        now = self.last_good if running is None else self.sanitise(running, self.last_good)
+        reasons: list[Reason] = []
+        target = np.where(self.present, np.clip(p, self.lower, self.upper), 0.0)
+        if not np.array_equal(target[self.present], p[self.present]):
+            reasons.append(Reason.CLAMPED)
+        target = self.snap(target, now)
+        move = np.clip(target - now, -self.max_step, self.max_step)
+        if np.any(np.abs(move - (target - now)) > 1e-12):
+            reasons.append(Reason.RAMPED)
+        out = self.snap(now + move, now)
+        over = np.abs(out - now) > self.max_step + 1e-12  # a grid step larger than the ramp
+        out = np.where(over, now, out)
+        small = (np.abs(out - now) < self.resolution) & (out != now)
+        if small.any():
+            reasons.append(Reason.DEADBAND)
+            out = np.where(small, now, out)
+        out = np.where(self.present, np.clip(out, self.lower, self.upper), 0.0)
+        self.last_good = out
+        return GuardResult(out.copy(), tuple(reasons) or (Reason.OK,), False, target)

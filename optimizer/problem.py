@@ -1,0 +1,159 @@
+"""State one optimisation: decision box, objective weights, caps, locks and trust region."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from models.features import FeatureSchema
+from models.surrogate import OUT_ENERGY, OUT_GOOD, OUT_SCRAP
+from optimizer.errors import ProblemError
+from twin.spec import Economics, LineSpec
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Profit rate weights and optional caps an engineer can change.
+
+    profit/h = good_weight * good/h - scrap_weight * scrap/h - energy_weight * kWh/h; the
+    defaults are the spec's economics (price per good part, cost per scrapped part, energy
+    price). Caps: energy in kWh/h, scrap rate as a fraction of parts finished.
+    """
+
+    good_weight: float
+    scrap_weight: float
+    energy_weight: float
+    energy_cap_kwh_per_hour: float | None = None
+    scrap_rate_cap: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("good_weight", "scrap_weight", "energy_weight"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ProblemError(f"objective.{name} must be a finite number >= 0, got {v}")
+        cap = self.energy_cap_kwh_per_hour
+        if cap is not None and not (math.isfinite(cap) and cap > 0):
+            raise ProblemError(f"objective.energy_cap_kwh_per_hour must be > 0, got {cap}")
+        rate = self.scrap_rate_cap
+        if rate is not None and not (math.isfinite(rate) and 0 < rate < 1):
+            raise ProblemError(f"objective.scrap_rate_cap must be in (0, 1), got {rate}")
+
+    @classmethod
+    def from_economics(cls, eco: Economics) -> Objective:
+        """The profit rate of the spec's economics, without caps."""
+        return cls(eco.price_per_good_part, eco.cost_per_scrap_part, eco.energy_price_per_kwh)
+
+    def weights(self, n_outputs: int) -> np.ndarray:
+        """The objective as weights on the surrogate's outputs `(n_outputs,)`."""
+        w = np.zeros(n_outputs)
+        w[OUT_GOOD], w[OUT_SCRAP], w[OUT_ENERGY] = (
+            self.good_weight,
+            -self.scrap_weight,
+            -self.energy_weight,
+        )
+        return w
+
+    def constraint_rows(self, n_outputs: int) -> list[tuple[np.ndarray, float]]:
+        """Caps as linear constraints on the outputs: rows (a, b) meaning a · outputs <= b."""
+        rows = []
+        if self.energy_cap_kwh_per_hour is not None:
+            a = np.zeros(n_outputs)
+            a[OUT_ENERGY] = 1.0
+            rows.append((a, self.energy_cap_kwh_per_hour))
+        if self.scrap_rate_cap is not None:
+            # scrap / (good + scrap) <= c  <=>  (1 - c) scrap - c good <= 0
+            c = self.scrap_rate_cap
+            a = np.zeros(n_outputs)
+            a[OUT_SCRAP], a[OUT_GOOD] = 1.0 - c, -c
+            rows.append((a, 0.0))
+        return rows
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One steady-state setpoint optimisation for one line state.
+
+    Vectors are in the surrogate's setpoint-feature order `(n_setpoints,)`: `current` is what the
+    plant runs, `lower`/`upper` the decision box (locked setpoints have lower = upper =
+    current), `grid` the step of gridded setpoints (0: continuous), `max_move` an optional
+    bound on this cycle's move from `current` (NaN: none). `ood_limit` bounds the surrogate's
+    OOD score, `spread_limit` the predicted std of the profit rate (None: no limit).
+    """
+
+    schema: FeatureSchema
+    state: np.ndarray
+    current: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    grid: np.ndarray
+    objective: Objective
+    ood_limit: float = math.inf
+    spread_limit: float | None = None
+    max_move: np.ndarray | None = None
+    locked: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def box(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds of this cycle's decision: the limits, narrowed by `max_move` around current."""
+        lo, hi = self.lower.copy(), self.upper.copy()
+        if self.max_move is not None:
+            m = np.where(np.isfinite(self.max_move), self.max_move, np.inf)
+            lo = np.maximum(lo, self.current - m)
+            hi = np.minimum(hi, self.current + m)
+        return lo, np.maximum(hi, lo)
+
+    def with_objective(self, objective: Objective) -> Problem:
+        """The same problem under another objective."""
+        return replace(self, objective=objective)
+
+
+def make_problem(
+    spec: LineSpec,
+    schema: FeatureSchema,
+    state: np.ndarray,
+    current: np.ndarray,
+    objective: Objective | None = None,
+    *,
+    locked: Mapping[str, object] | tuple[str, ...] = (),
+    ood_limit: float = math.inf,
+    spread_limit: float | None = None,
+    max_move: np.ndarray | None = None,
+) -> Problem:
+    """Build a problem from the spec's limits; `locked` names stations whose setpoints stay."""
+    cur = np.asarray(current, dtype=float).reshape(-1)
+    if cur.shape != (schema.n_setpoints,) or not np.isfinite(cur).all():
+        raise ProblemError(
+            f"current setpoints must be {schema.n_setpoints} finite numbers, got {cur!r}"
+        )
+    lo, hi = schema.lower.copy(), schema.upper.copy()
+    cur = np.clip(cur, lo, hi)
+    grid = np.zeros(schema.n_setpoints)
+    for j, (i, k) in enumerate(schema.setpoint_slots):
+        st = spec.stations[i]
+        sp = st.setpoints.speed if k == 0 else st.setpoints.temperature
+        grid[j] = (sp.grid or 0.0) if sp is not None else 0.0
+    names = tuple(locked)
+    for name in names:
+        if name not in schema.station_names:
+            raise ProblemError(f"locked station {name!r} is not on line {spec.name!r}")
+        i = schema.station_names.index(name)
+        for j, (st_i, _k) in enumerate(schema.setpoint_slots):
+            if st_i == i:
+                lo[j] = hi[j] = cur[j]
+                grid[j] = 0.0
+    return Problem(
+        schema,
+        np.asarray(state, dtype=float).reshape(-1),
+        cur,
+        lo,
+        hi,
+        grid,
+        objective or Objective.from_economics(spec.economics),
+        ood_limit,
+        spread_limit,
+        max_move,
+        names,
+    )
