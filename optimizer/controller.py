@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.device import torch_threads
 from models.surrogate import Surrogate, derived_kpis
 from optimizer.errors import OptimizerError
 from optimizer.exact import solve_exact
@@ -28,6 +29,16 @@ from optimizer.problem import Objective, make_problem
 from twin import layout as L
 from twin.snapshot import Snapshot
 from twin.spec import LineSpec
+
+STATE_OOD_FACTOR = 1.5
+"""The current (state, setpoints) may score up to this times the OOD threshold before the
+controller stops trusting the model: the threshold is the 99th percentile of in-distribution
+scores, so 1% of ordinary states lie above it, and candidates are already held below it."""
+
+LATE_FACTOR = 1.25
+"""A solve that ends later than this times the cycle budget is a timeout: the solver is
+anytime and stops at 85% of what is left, so only a solve that could not even finish its
+first pass arrives this late."""
 
 
 class Mode(StrEnum):
@@ -245,7 +256,7 @@ class Controller:
         snapshot_wall_time: float | None = None,
     ) -> Decision:
         """Run one cycle on scenario 0 of `snap` and publish its decision."""
-        with self._lock:
+        with self._lock, torch_threads(1):
             t0 = time.perf_counter()
             now = self.clock()
             age = 0.0 if snapshot_wall_time is None else now - snapshot_wall_time
@@ -299,7 +310,7 @@ class Controller:
             here = self.model.ood_score(state[None], current[None])[0]
             if not np.isfinite(here):
                 return None, Reason.MODEL_FAILED
-            if here > self.model.ood_threshold:
+            if here > STATE_OOD_FACTOR * self.model.ood_threshold:
                 return None, Reason.OUT_OF_ENVELOPE
             problem = make_problem(
                 self.spec,
@@ -319,10 +330,10 @@ class Controller:
             if self.exact:
                 solution = solve_exact(self.model, problem, time_limit_s=left)
             else:
-                solution = solve_fast(self.model, problem, deadline_s=left, warm=self._warm)
+                solution = solve_fast(self.model, problem, deadline_s=0.85 * left, warm=self._warm)
         except (OptimizerError, RuntimeError, ValueError, FloatingPointError):
             return None, Reason.SOLVER_FAILED
-        if time.perf_counter() - t0 > self.budget_s:
+        if time.perf_counter() - t0 > LATE_FACTOR * self.budget_s:
             return None, Reason.SOLVER_TIMEOUT
         if not np.isfinite(solution.setpoints).all() or not np.isfinite(solution.objective):
             return None, Reason.MODEL_FAILED

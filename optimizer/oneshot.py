@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.dataset import recent_throughput
+from models.device import torch_threads
 from models.surrogate import Surrogate, derived_kpis
 from optimizer.exact import solve_exact
 from optimizer.fast import Solution, solve_fast
@@ -32,8 +33,9 @@ class OneShot:
     nominal_predicted: dict[str, tuple[float, float]]
 
 
-def nominal_state(spec: LineSpec, model: Surrogate, seed: int = 0,
-                  warmup_s: float = 7200.0) -> tuple[np.ndarray, np.ndarray]:
+def nominal_state(
+    spec: LineSpec, model: Surrogate, seed: int = 0, warmup_s: float = 7200.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (state features `(n_state,)`, nominal setpoint array `(n_stations, 2)`) of the
     line after running at nominal setpoints for `warmup_s`."""
     twin = Twin(spec, 1, seed=seed)
@@ -44,33 +46,49 @@ def nominal_state(spec: LineSpec, model: Surrogate, seed: int = 0,
     return state, now.setpoints[0]
 
 
-def _kpis(spec: LineSpec, model: Surrogate, state: np.ndarray,
-          x: np.ndarray) -> dict[str, tuple[float, float]]:
+def _kpis(
+    spec: LineSpec, model: Surrogate, state: np.ndarray, x: np.ndarray
+) -> dict[str, tuple[float, float]]:
     pred = model.predict(state[None], x[None])
     d = derived_kpis(spec.economics, pred.members)
     return {k: (float(v.mean()), float(v.std())) for k, v in d.items()}
 
 
-def optimize_line(spec: LineSpec, model: Surrogate, *, exact: bool = False,
-                  objective: Objective | None = None, seed: int = 0,
-                  budget_s: float = 0.5, time_limit_s: float = 60.0) -> OneShot:
+def optimize_line(
+    spec: LineSpec,
+    model: Surrogate,
+    *,
+    exact: bool = False,
+    objective: Objective | None = None,
+    seed: int = 0,
+    budget_s: float = 0.5,
+    time_limit_s: float = 60.0,
+) -> OneShot:
     """Optimise the steady-state target from the line's nominal state."""
     state, nominal = nominal_state(spec, model, seed)
     schema = model.schema
     current = schema.setpoint_features(nominal[None])[0]
-    problem = make_problem(spec, schema, state, current, objective,
-                           ood_limit=model.ood_threshold)
+    problem = make_problem(spec, schema, state, current, objective, ood_limit=model.ood_threshold)
     if exact:
         sol = solve_exact(model, problem, time_limit_s=time_limit_s)
     else:
-        sol = solve_fast(model, problem, deadline_s=budget_s, starts=256, steps=80)
+        with torch_threads(1):
+            sol = solve_fast(model, problem, deadline_s=budget_s, starts=256, steps=80)
     setpoints = schema.setpoint_array(sol.setpoints[None], nominal[None])[0]
-    return OneShot(setpoints, sol, _kpis(spec, model, state, sol.setpoints),
-                   _kpis(spec, model, state, current))
+    return OneShot(
+        setpoints, sol, _kpis(spec, model, state, sol.setpoints), _kpis(spec, model, state, current)
+    )
 
 
-def verify(spec: LineSpec, setpoints: np.ndarray, hours: float, *, scenarios: int = 32,
-           seed: int = 0, warmup_hours: float = 1.0) -> dict[str, Any]:
+def verify(
+    spec: LineSpec,
+    setpoints: np.ndarray,
+    hours: float,
+    *,
+    scenarios: int = 32,
+    seed: int = 0,
+    warmup_hours: float = 1.0,
+) -> dict[str, Any]:
     """Run the twin under `setpoints` and under nominal ones on the same random numbers."""
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
@@ -89,13 +107,14 @@ def verify(spec: LineSpec, setpoints: np.ndarray, hours: float, *, scenarios: in
             "energy_kwh_per_good_part": float(np.nanmean(k.energy_kwh_per_good_part)),
             "profit_per_hour": float(k.profit_per_hour.mean()),
             "profit_per_hour_se": float(k.profit_per_hour.std(ddof=1) / np.sqrt(scenarios))
-            if scenarios > 1 else None,
+            if scenarios > 1
+            else None,
         }
     paired = profit["optimized"] - profit["nominal"]  # common random numbers: paired
-    diff = {"mean": float(paired.mean()),
-            "ci95": float(1.96 * paired.std(ddof=1) / np.sqrt(scenarios)) if scenarios > 1
-            else None}
+    diff = {
+        "mean": float(paired.mean()),
+        "ci95": float(1.96 * paired.std(ddof=1) / np.sqrt(scenarios)) if scenarios > 1 else None,
+    }
     out["profit_gain_per_hour"] = diff
     out.update(hours=hours, scenarios=scenarios, seed=seed, wall_seconds=time.perf_counter() - t0)
     return out
-
