@@ -329,6 +329,12 @@ def load_or_train(spec: LineSpec, model_dir: str | None, quiet: bool) -> Any:
     default=None,
     help="Check on the twin against nominal setpoints for H hours.",
 )
+@click.option(
+    "--pareto",
+    type=click.IntRange(2, 20),
+    default=None,
+    help="Also return N throughput/energy trade-off points.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def optimize(
@@ -336,11 +342,13 @@ def optimize(
     model_dir: str | None,
     exact: bool,
     verify_hours: float | None,
+    pareto: int | None,
     seed: int,
     as_json: bool,
 ) -> None:
     """Optimise the line's steady-state setpoints from its nominal state."""
-    from optimizer.oneshot import optimize_line, verify
+    from optimizer.oneshot import optimize_line, pareto_line, verify
+    from twin.params import setpoints_to_mapping
 
     spec = load_line(line)
     if verify_hours is not None and not (math.isfinite(verify_hours) and verify_hours > 0):
@@ -348,13 +356,7 @@ def optimize(
     model = load_or_train(spec, model_dir, as_json)
     result = optimize_line(spec, model, exact=exact, seed=seed)
     sol = result.solution
-    names = [s.name for s in spec.stations]
-    setpoints = {}
-    for i, st in enumerate(spec.stations):
-        entry = {"speed": float(result.setpoints[i, 0])}
-        if st.is_thermal:
-            entry["temperature"] = float(result.setpoints[i, 1])
-        setpoints[names[i]] = entry
+    setpoints = setpoints_to_mapping(spec, result.setpoints)
     out: dict[str, Any] = {
         "line": spec.name,
         "setpoints": setpoints,
@@ -372,6 +374,8 @@ def optimize(
     }
     if verify_hours is not None:
         out["verify"] = verify(spec, result.setpoints, verify_hours, seed=seed)
+    if pareto is not None:
+        out["pareto"] = pareto_line(spec, model, pareto, seed=seed)
     if as_json:
         click.echo(json.dumps(json_safe(out)))
         return
@@ -395,6 +399,11 @@ def optimize(
             )
         gain = ver["profit_gain_per_hour"]
         click.echo(f"  profit gain per hour {gain['mean']:.2f} ± {gain['ci95'] or 0:.2f} (95%)")
+    for p in out.get("pareto", []):
+        click.echo(
+            f"  trade-off: {p['good_per_hour']:8.2f} good/h at "
+            f"{p['energy_kwh_per_hour']:8.2f} kWh/h"
+        )
 
 
 class StageBar:

@@ -26,7 +26,7 @@ from optimizer.exact import solve_exact
 from optimizer.fast import Solution, solve_fast
 from optimizer.guard import Reason, SetpointGuard
 from optimizer.problem import Objective, make_problem
-from twin import layout as L
+from twin.params import setpoints_to_mapping
 from twin.snapshot import Snapshot
 from twin.spec import LineSpec
 
@@ -78,15 +78,7 @@ class Decision:
     def setpoint_mapping(self, spec: LineSpec, which: str = "setpoints") -> dict[str, Any]:
         """`{station: {setpoint: value}}` of `setpoints` or `target`."""
         arr = self.setpoints if which == "setpoints" else self.target
-        if arr is None:
-            return {}
-        out: dict[str, Any] = {}
-        for i, st in enumerate(spec.stations):
-            entry = {"speed": float(arr[i, L.S_SPEED])}
-            if st.is_thermal:
-                entry["temperature"] = float(arr[i, L.S_TEMP])
-            out[st.name] = entry
-        return out
+        return {} if arr is None else setpoints_to_mapping(spec, arr)
 
     def to_json(self, spec: LineSpec) -> dict[str, Any]:
         """The decision as JSON-ready data."""

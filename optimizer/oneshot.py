@@ -18,8 +18,10 @@ from models.device import torch_threads
 from models.surrogate import Surrogate, derived_kpis
 from optimizer.exact import solve_exact
 from optimizer.fast import Solution, solve_fast
+from optimizer.pareto import pareto_front
 from optimizer.problem import Objective, make_problem
 from twin import Twin, window_kpis
+from twin.params import setpoints_to_mapping
 from twin.spec import LineSpec
 
 
@@ -78,6 +80,29 @@ def optimize_line(
     return OneShot(
         setpoints, sol, _kpis(spec, model, state, sol.setpoints), _kpis(spec, model, state, current)
     )
+
+
+def pareto_line(
+    spec: LineSpec, model: Surrogate, points: int, *, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Throughput/energy trade-off points from the line's nominal state."""
+    state, nominal = nominal_state(spec, model, seed)
+    schema = model.schema
+    current = schema.setpoint_features(nominal[None])[0]
+    problem = make_problem(spec, schema, state, current, ood_limit=model.ood_threshold)
+    with torch_threads(1):
+        front = pareto_front(model, problem, points)
+    return [
+        {
+            "good_per_hour": p.good_per_hour,
+            "energy_kwh_per_hour": p.energy_kwh_per_hour,
+            "energy_cap_kwh_per_hour": p.energy_cap_kwh_per_hour,
+            "setpoints": setpoints_to_mapping(
+                spec, schema.setpoint_array(p.setpoints[None], nominal[None])[0]
+            ),
+        }
+        for p in front
+    ]
 
 
 def verify(

@@ -146,3 +146,14 @@ def validate_setpoint_array(lp: LineParams, sp: np.ndarray, source: str = "setpo
             lp.upper[i, k],
             f"{source}: scenario {s}, station {i} {SETPOINT_NAMES[k]}",
         )
+
+
+def setpoints_to_mapping(spec: LineSpec, setpoints: np.ndarray) -> dict[str, dict[str, float]]:
+    """Return `{station: {setpoint: value}}` of one line's setpoints `(n_stations, 2)`."""
+    out: dict[str, dict[str, float]] = {}
+    for i, st in enumerate(spec.stations):
+        entry = {"speed": float(setpoints[i, L.S_SPEED])}
+        if st.is_thermal:
+            entry["temperature"] = float(setpoints[i, L.S_TEMP])
+        out[st.name] = entry
+    return out
