@@ -16,6 +16,7 @@ from api.errors import ApiError, UsageError
 from models.errors import ModelError
 from optimizer.errors import OptimizerError
 from twin.errors import TwinError
+from twin.jsonable import finite_json
 from twin.spec import BUNDLED_LINES, LineSpec, bundled_spec, load_spec, spec_json_schema
 
 
@@ -50,17 +51,6 @@ def read_setpoints_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a JSON object of stations, got {type(data).__name__}")
     return data
-
-
-def json_safe(value: Any) -> Any:
-    """Replace NaN and infinities by None, recursively, so the output is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,7 +138,7 @@ def simulate(
     if record is not None:
         summary["recording"] = str(record)
     if as_json:
-        click.echo(json.dumps(json_safe(summary)))
+        click.echo(json.dumps(finite_json(summary)))
     else:
         _print_summary(summary)
 
@@ -269,7 +259,7 @@ def train(
     folder = save(model, out)
     report = {"checkpoint": str(folder), "device": str(dev), **report}
     if as_json:
-        click.echo(json.dumps(json_safe(report)))
+        click.echo(json.dumps(finite_json(report)))
         return
     m = report["metrics"]
     tr = report["training"]
@@ -377,7 +367,7 @@ def optimize(
     if pareto is not None:
         out["pareto"] = pareto_line(spec, model, pareto, seed=seed)
     if as_json:
-        click.echo(json.dumps(json_safe(out)))
+        click.echo(json.dumps(finite_json(out)))
         return
     click.echo(f"{spec.name}: {sol.method} solve {sol.status} in {sol.seconds * 1000:.0f} ms")
     for name, entry in setpoints.items():

@@ -20,10 +20,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.errors import CheckpointError
+from models.errors import CheckpointError, ModelError
 from models.features import FeatureSchema
 from models.network import EnsembleMLP
 from models.surrogate import Surrogate
+from twin.jsonable import finite_json
 from twin.spec import LineSpec
 
 FORMAT_VERSION = 1
@@ -73,6 +74,7 @@ def save(surrogate: Surrogate, folder: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     meta: dict[str, Any] = {
+        **{k: v for k, v in surrogate.metadata.items() if k in ("training", "metrics", "dataset")},
         "format_version": FORMAT_VERSION,
         "package_version": package_version(),
         "spec_hash": surrogate.schema.spec_hash,
@@ -86,9 +88,8 @@ def save(surrogate: Surrogate, folder: str | Path) -> Path:
         },
         "ood": {"threshold": surrogate.ood_threshold, "k": surrogate.ood_k},
         "weights_sha256": _sha256(out / WEIGHTS),
-        **surrogate.metadata,
     }
-    _write_atomic(out / META, json.dumps(meta, indent=2).encode())
+    _write_atomic(out / META, json.dumps(finite_json(meta), indent=2, allow_nan=False).encode())
     return out
 
 
@@ -111,7 +112,15 @@ def load(
         raise CheckpointError(f"{meta_path}: checkpoint format {version!r} is not {FORMAT_VERSION}")
     if meta.get("weights_sha256") != _sha256(weights_path):
         raise CheckpointError(f"{weights_path}: damaged weights (checksum does not match {META})")
-    schema = FeatureSchema.from_json(meta["schema"])
+    try:
+        schema = FeatureSchema.from_json(meta["schema"])
+    except (KeyError, TypeError, ModelError) as exc:
+        raise CheckpointError(f"{meta_path}: damaged feature schema ({exc})") from None
+    if (schema.n_inputs, schema.n_outputs) != (arch.get("n_in"), arch.get("n_out")):
+        raise CheckpointError(
+            f"{meta_path}: schema has {schema.n_inputs} inputs and {schema.n_outputs} outputs "
+            f"but the network {arch.get('n_in')} and {arch.get('n_out')}"
+        )
     if spec is not None and schema.spec_hash != spec.spec_hash():
         raise CheckpointError(
             f"{src}: model was trained for another line (spec hash {schema.spec_hash[:12]}…, "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.errors import DatasetError
+from models.errors import DatasetError, ModelError
 from models.features import FeatureSchema
 from twin import Twin, window_kpis
 from twin.snapshot import Snapshot
@@ -60,46 +62,81 @@ class Dataset:
         )
 
     def save(self, path: str | Path) -> None:
-        """Write the dataset to a `.npz` file with its schema and spec hash."""
+        """Write the dataset to exactly `path` (npz format) with its schema, atomically."""
         meta = {
             "format_version": FORMAT_VERSION,
             "schema": self.schema.to_json(),
             "replicates": self.replicates,
             "seed": self.seed,
         }
-        np.savez_compressed(
-            Path(path),
-            state=self.state,
-            setpoints=self.setpoints,
-            targets=self.targets,
-            single=self.single,
-            meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-        )
+        p = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez_compressed(
+                    f,
+                    state=self.state,
+                    setpoints=self.setpoints,
+                    targets=self.targets,
+                    single=self.single,
+                    meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                )
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: str | Path, spec: LineSpec | None = None) -> Dataset:
         """Read a dataset; with `spec`, refuse one generated for another line."""
         p = Path(path)
         try:
-            with np.load(p, allow_pickle=False) as z:
+            with open(p, "rb") as f, np.load(f, allow_pickle=False) as z:
+                if not isinstance(z, np.lib.npyio.NpzFile):
+                    raise DatasetError(f"{p}: not a linetwin dataset (not an npz archive)")
                 arrays = {k: z[k] for k in ("state", "setpoints", "targets", "single", "meta")}
             meta = json.loads(arrays.pop("meta").tobytes().decode())
+            version = meta["format_version"]
+            if version != FORMAT_VERSION:
+                raise DatasetError(f"{p}: dataset format {version!r} is not {FORMAT_VERSION}")
+            schema = FeatureSchema.from_json(meta["schema"])
+            replicates, seed = int(meta["replicates"]), int(meta["seed"])
         except FileNotFoundError:
             raise DatasetError(f"{p}: no such dataset file") from None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        except DatasetError:
+            raise
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            EOFError,
+            zipfile.BadZipFile,
+            UnicodeDecodeError,
+            ModelError,
+        ) as exc:
             raise DatasetError(f"{p}: not a readable linetwin dataset ({exc})") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(
-                f"{p}: dataset format {meta.get('format_version')!r} is not {FORMAT_VERSION}"
-            )
-        schema = FeatureSchema.from_json(meta["schema"])
         if spec is not None and schema.spec_hash != spec.spec_hash():
             raise DatasetError(
                 f"{p}: dataset was generated for another line "
-                f"(spec hash {schema.spec_hash[:12]}, this line "
-                f"{spec.spec_hash()[:12]})"
+                f"(spec hash {schema.spec_hash[:12]}, this line {spec.spec_hash()[:12]})"
             )
-        return cls(schema, replicates=int(meta["replicates"]), seed=int(meta["seed"]), **arrays)
+        n = arrays["state"].shape[0] if arrays["state"].ndim == 2 else -1
+        want = {
+            "state": schema.n_state,
+            "setpoints": schema.n_setpoints,
+            "targets": schema.n_outputs,
+            "single": schema.n_outputs,
+        }
+        for name, cols in want.items():
+            a = arrays[name]
+            if a.ndim != 2 or a.shape != (n, cols):
+                raise DatasetError(
+                    f"{p}: array {name!r} has shape {a.shape}, expected "
+                    f"({n}, {cols}) for this schema"
+                )
+        return cls(schema, replicates=replicates, seed=seed, **arrays)
 
 
 def outputs_of(schema: FeatureSchema, start: Snapshot, end: Snapshot) -> np.ndarray:

@@ -7,6 +7,7 @@ through a numpy forward of the folded weights (torch's per-call overhead would d
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,11 @@ class Surrogate:
             )
         if state.shape[0] == 1 and setpoints.shape[0] > 1:
             state = np.broadcast_to(state, (setpoints.shape[0], state.shape[1]))
+        if state.shape[0] != setpoints.shape[0]:
+            raise ModelError(
+                f"{state.shape[0]} state rows and {setpoints.shape[0]} setpoint rows: give one "
+                "state for all, or one per setpoint row"
+            )
         return np.concatenate([state, setpoints], axis=1)
 
     # -- the verb ---------------------------------------------------------------------------
@@ -167,7 +173,7 @@ class Surrogate:
         """Return the same surrogate on another torch device."""
         return Surrogate(
             self.schema,
-            self.net,
+            copy.deepcopy(self.net),
             self.band_scale,
             self.ood_reference,
             self.ood_threshold,
