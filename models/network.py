@@ -101,9 +101,11 @@ class EnsembleMLP(nn.Module):
 
 def numpy_forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
     """Evaluate folded layers on raw inputs `(batch, n_in)`: outputs `(members, batch, n_out)`."""
-    h = np.broadcast_to(x, (layers[0][0].shape[0], *x.shape))
+    h = x  # (batch, d) @ (E, d, d') broadcasts to (E, batch, d'); no broadcast_to copy needed
+    last = len(layers) - 1
     for k, (w, b) in enumerate(layers):
-        h = np.matmul(h, w) + b[:, None, :]
-        if k < len(layers) - 1:
-            h = np.maximum(h, 0.0)
+        h = h @ w
+        h += b[:, None, :]
+        if k < last:
+            np.maximum(h, 0.0, out=h)
     return h

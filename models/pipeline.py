@@ -70,9 +70,15 @@ def split_by_state(
 
 
 def r2(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Coefficient of determination per column."""
-    ss = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)
-    return 1.0 - ((pred - truth) ** 2).sum(axis=0) / np.where(ss > 0, ss, np.nan)
+    """Coefficient of determination per column, over the rows where both are finite."""
+    out = np.full(truth.shape[1], np.nan)
+    for j in range(truth.shape[1]):
+        ok = np.isfinite(pred[:, j]) & np.isfinite(truth[:, j])
+        t, p = truth[ok, j], pred[ok, j]
+        ss = ((t - t.mean()) ** 2).sum() if t.size else 0.0
+        if ss > 0:
+            out[j] = 1.0 - ((p - t) ** 2).sum() / ss
+    return out
 
 
 def kpi_table(outputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -84,7 +90,7 @@ def kpi_table(outputs: np.ndarray) -> dict[str, np.ndarray]:
         "scrap_per_hour": scrap,
         "scrap_rate": scrap / np.maximum(good + scrap, 1e-9),
         "energy_kwh_per_hour": energy,
-        "energy_kwh_per_good_part": energy / np.maximum(good, 1e-9),
+        "energy_kwh_per_good_part": np.where(good > 0, energy / np.maximum(good, 1e-9), np.nan),
         "utilisation_mean": outputs[:, 3:].mean(axis=1),
     }
 
@@ -107,7 +113,7 @@ def evaluate(model: Surrogate, test: Dataset) -> dict[str, Any]:
         p = got[name]
         out["kpis"][name] = {
             "r2": float(r2(p[:, None], t[:, None])[0]),
-            "mae": float(np.abs(p - t).mean()),
+            "mae": float(np.nanmean(np.abs(p - t))),
             "r2_single_run_labels": float(r2(p[:, None], single[name][:, None])[0]),
             "r2_one_run_vs_truth": float(r2(single[name][:, None], t[:, None])[0]),
         }

@@ -108,8 +108,11 @@ class Surrogate:
         return self._summarise(np.concatenate(parts, axis=1))
 
     def _summarise(self, members: np.ndarray) -> Prediction:
-        mean = members.mean(axis=0)
-        std = members.std(axis=0) * self.band_scale
+        # np.add.reduce: numpy's mean/std carry ~15 µs of fixed cost at batch 1 (bench/surrogate)
+        e = members.shape[0]
+        mean = np.add.reduce(members, axis=0) / e
+        dev = members - mean
+        std = np.sqrt(np.add.reduce(dev * dev, axis=0) / e) * self.band_scale
         return Prediction(mean, std, members)
 
     def predict_torch(self, state: torch.Tensor, setpoints: torch.Tensor) -> torch.Tensor:
@@ -159,7 +162,7 @@ class Surrogate:
             (x - self._x_mean) / self._x_std, dtype=torch.float32, device=self.device
         )
         with torch.inference_mode():
-            d = torch.cdist(xn, self._ood_ref_n)
+            d = torch.cdist(xn, self._ood_ref_n, compute_mode="use_mm_for_euclid_dist")
             k = min(self.ood_k, d.shape[1])
             near = torch.topk(d, k, dim=1, largest=False).values.mean(dim=1)
         return near.double().cpu().numpy() / np.sqrt(x.shape[1])
