@@ -37,8 +37,11 @@ def fifty_station_line() -> LineSpec:
     """A 50-station line: repeated blocks of unreliable, thermal and plain stations."""
     stations = []
     for i in range(50):
-        st: dict = {"name": f"s{i:02d}", "cycle_time_s": 18.0 + (i * 7) % 6,
-                    "processing": "exponential" if i % 3 else "deterministic"}
+        st: dict = {
+            "name": f"s{i:02d}",
+            "cycle_time_s": 18.0 + (i * 7) % 6,
+            "processing": "exponential" if i % 3 else "deterministic",
+        }
         if i < 49:
             st["buffer_after"] = 2 + i % 5
         if i % 4 == 1:
@@ -52,20 +55,34 @@ def fifty_station_line() -> LineSpec:
 
 def percentiles(xs: list[float]) -> dict[str, float]:
     a = np.array(xs) * 1000.0
-    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
-            "max_ms": float(a.max()), "mean_ms": float(a.mean())}
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p95_ms": float(np.percentile(a, 95)),
+        "max_ms": float(a.max()),
+        "mean_ms": float(a.mean()),
+    }
 
 
 def bench_line(spec: LineSpec, cycles: int, budget_s: float, quick: bool) -> dict:
-    settings = TrainSettings(samples=2000 if quick else 8000, replicates=2, eval_states=20,
-                             eval_replicates=4,
-                             config=TrainConfig(max_epochs=5 if quick else 20, patience=5))
+    settings = TrainSettings(
+        samples=2000 if quick else 8000,
+        replicates=2,
+        eval_states=20,
+        eval_replicates=4,
+        config=TrainConfig(max_epochs=5 if quick else 20, patience=5),
+    )
     model, _ = train_surrogate(spec, settings)
     model.ood_threshold = float("inf")  # latency only: the briefly fitted model's envelope is thin
     store = MemoryStore()
     twin = Twin(spec, 1, seed=1)
-    ctl = Controller(spec, model, store, mode=Mode.CLOSED, budget_s=budget_s,
-                     apply=lambda sp: twin.set_setpoints(sp[None]))
+    ctl = Controller(
+        spec,
+        model,
+        store,
+        mode=Mode.CLOSED,
+        budget_s=budget_s,
+        apply=lambda sp: twin.set_setpoints(sp[None]),
+    )
     before = twin.snapshot()
     snap = twin.step(600.0)
     for _ in range(3):  # warm-up: torch and OR-Tools initialise on first use
@@ -95,10 +112,17 @@ def bench_line(spec: LineSpec, cycles: int, budget_s: float, quick: bool) -> dic
         model.predict(x_state, x_sp)
     forward_s = (time.perf_counter() - t0) / n
     share = {k: float(np.mean(v) / np.mean(total)) for k, v in parts.items()}
-    return {"stations": spec.n_stations, "setpoints": schema.n_setpoints, "budget_ms":
-            budget_s * 1000, "cycles": cycles, **percentiles(total), "share_of_cycle": share,
-            "statuses": statuses, "forward_batch1_us": forward_s * 1e6,
-            "p95_in_forwards": float(np.percentile(total, 95) / forward_s)}
+    return {
+        "stations": spec.n_stations,
+        "setpoints": schema.n_setpoints,
+        "budget_ms": budget_s * 1000,
+        "cycles": cycles,
+        **percentiles(total),
+        "share_of_cycle": share,
+        "statuses": statuses,
+        "forward_batch1_us": forward_s * 1e6,
+        "p95_in_forwards": float(np.percentile(total, 95) / forward_s),
+    }
 
 
 def main() -> None:
@@ -109,11 +133,14 @@ def main() -> None:
     cycles = args.cycles or (10 if args.quick else 100)
     t0 = time.time()
     out = {
-        "bench": "optimizer-cycle", "command": "python bench/optimizer.py"
-        + (" --quick" if args.quick else ""),
+        "bench": "optimizer-cycle",
+        "command": "python bench/optimizer.py" + (" --quick" if args.quick else ""),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "lines": {
             "example": bench_line(bundled_spec("example"), cycles, 0.08, args.quick),
             "fifty": bench_line(fifty_station_line(), cycles, 0.2, args.quick),
