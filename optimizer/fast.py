@@ -24,6 +24,7 @@ from optimizer.errors import SolverError
 from optimizer.problem import Problem
 
 CAP_PENALTY = 50.0  # penalty per unit of normalised cap violation in the gradient search
+MAX_ITERATIONS = 50  # trust-region iterations per solve (the deadline usually ends it)
 
 
 @dataclass
@@ -113,22 +114,27 @@ def multistart(
     rows = problem.objective.constraint_rows(model.schema.n_outputs)
     scale = float(model.net.y_std[0].item() * max(problem.objective.good_weight, 1e-9)) or 1.0
     u = ((torch.as_tensor(x0, dtype=torch.float32, device=dev) - tl) / tspan).requires_grad_()
-    opt = torch.optim.Adam([u], lr=0.05)
-    for _ in range(steps):
+    # Adam written out: torch.optim's first use imports torch._dynamo (~0.9 s), which would eat
+    # a cold process's whole budget (the first `linetwin optimize` in a process).
+    m1, m2 = torch.zeros_like(u), torch.zeros_like(u)
+    b1, b2, lr = 0.9, 0.999, 0.05
+    for k in range(1, steps + 1):
         x = tl + u.clamp(0, 1) * tspan
         y = model.predict_torch(state, x).mean(dim=0)
         f = (y * w).sum(dim=1) / scale
         for a, b in rows:
             ta = torch.as_tensor(a, dtype=torch.float32, device=dev)
             f = f - CAP_PENALTY * torch.relu((y * ta).sum(dim=1) - b) / scale
-        opt.zero_grad(set_to_none=True)
-        (-f.sum()).backward()
-        opt.step()
+        (grad,) = torch.autograd.grad(-f.sum(), u)
         with torch.no_grad():
-            u.clamp_(0, 1)
+            m1.mul_(b1).add_(grad, alpha=1 - b1)
+            m2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            step = lr * (m1 / (1 - b1**k)) / ((m2 / (1 - b2**k)).sqrt() + 1e-8)
+            u.sub_(step).clamp_(0, 1)
         if time.perf_counter() > deadline:
             break
     out = (tl + u.detach().clamp(0, 1) * tspan).double().cpu().numpy()
+    out = np.clip(out, lo, hi)  # float32 rounding may land a hair outside the box
     timings.surrogate += time.perf_counter() - t0
     return out
 
@@ -179,7 +185,7 @@ def _lp_step(
     timings.solving += time.perf_counter() - t1
     if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         return None
-    return np.array([x.solution_value() for x in xs])
+    return np.clip(np.array([x.solution_value() for x in xs]), lo, hi)  # LP tolerance
 
 
 def _linearise(
@@ -229,7 +235,10 @@ def solve_fast(
     w = problem.objective.weights(model.schema.n_outputs)
     radius = 0.1 * np.maximum(hi - lo, 1e-12)
     status, it = "deadline", 0
-    while time.perf_counter() - t_start < deadline_s and it < 20:
+    while time.perf_counter() - t_start < deadline_s:
+        if it >= MAX_ITERATIONS:
+            status = "iteration_limit"
+            break
         it += 1
         y0, jac = _linearise(model, problem, x, timings)
         step = _lp_step(problem, x, w @ jac, jac, y0, radius, timings)
@@ -246,7 +255,7 @@ def solve_fast(
             status = "converged"
             break
     return Solution(
-        x,
+        np.clip(x, lo, hi),
         f,
         status,
         "fast",

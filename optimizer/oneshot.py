@@ -63,7 +63,7 @@ def optimize_line(
     exact: bool = False,
     objective: Objective | None = None,
     seed: int = 0,
-    budget_s: float = 0.5,
+    budget_s: float = 2.0,
     time_limit_s: float = 60.0,
 ) -> OneShot:
     """Optimise the steady-state target from the line's nominal state."""
