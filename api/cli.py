@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import click
 
+from api.cli_admin import audit_group, keys_group
 from api.errors import ApiError, UsageError
 from models.errors import ModelError
 from optimizer.errors import OptimizerError
@@ -281,9 +282,10 @@ optimizer sets steady-state targets; a 30-minute model rewards draining buffers)
 
 
 def default_model_dir(spec: LineSpec) -> Path:
-    """Where a line's default model is cached: $LINETWIN_DATA_DIR or ~/.local/share/linetwin."""
-    base = os.environ.get("LINETWIN_DATA_DIR") or str(Path.home() / ".local/share/linetwin")
-    return Path(base) / "models" / spec.spec_hash()[:16]
+    """Where a line's default model is cached: `models/<spec hash>` in the data directory."""
+    from api.storage import default_data_dir
+
+    return default_data_dir() / "models" / spec.spec_hash()[:16]
 
 
 def load_or_train(spec: LineSpec, model_dir: str | None, quiet: bool) -> Any:
@@ -472,6 +474,10 @@ def line_show(line_: str | None, as_json: bool) -> None:
 def line_schema() -> None:
     """Print the JSON Schema of a line spec file."""
     click.echo(json.dumps(spec_json_schema(), indent=2))
+
+
+cli.add_command(keys_group)
+cli.add_command(audit_group)
 
 
 def main(argv: list[str] | None = None) -> None:
