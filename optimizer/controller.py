@@ -142,7 +142,7 @@ class InputMonitor:
         noisy = [spec.stations[i].sensors.temperature_noise_c > 0 for i in self.thermal]
         self.noisy = np.array(noisy, dtype=bool)
         self._last: np.ndarray | None = None
-        self._same = 0
+        self._same = np.zeros(len(self.thermal), dtype=np.int64)  # repeats per sensor
         self._last_time = -math.inf
 
     def check(self, snap: Snapshot, age_s: float) -> Reason | None:
@@ -156,16 +156,12 @@ class InputMonitor:
             return Reason.BAD_DATA
         if (temp < -50.0).any() or (temp > 1000.0).any():
             return Reason.BAD_DATA
-        if (
-            self._last is not None
-            and self.noisy.any()
-            and np.array_equal(temp[self.noisy], self._last[self.noisy])
-        ):
-            self._same += 1
-        else:
-            self._same = 0
+        repeated = np.zeros(len(self.thermal), dtype=bool)
+        if self._last is not None:
+            repeated = (temp == self._last) & self.noisy  # a noisy sensor never repeats exactly
+        self._same = np.where(repeated, self._same + 1, 0)
         self._last = temp.copy()
-        if self._same >= self.frozen_after - 1:
+        if (self._same >= self.frozen_after - 1).any():
             return Reason.BAD_DATA
         return None
 
@@ -258,16 +254,16 @@ class Controller:
             if failure is None:
                 solution, failure = self._solve(snap, recent_throughput_per_hour, running, t0)
             proposal = None
+            predicted: dict[str, tuple[float, float]] = {}
             if solution is not None:
                 proposal = self.model.schema.setpoint_array(
                     solution.setpoints[None], running[None]
                 )[0]
+                try:
+                    predicted = self._predicted(snap, recent_throughput_per_hour, solution)
+                except Exception:  # the model failed after the solve: do not publish its answer
+                    solution, proposal, failure = None, None, Reason.MODEL_FAILED
             result = self.guard.check(proposal, running, failure)
-            predicted = (
-                {}
-                if solution is None
-                else self._predicted(snap, recent_throughput_per_hour, solution)
-            )
             applied = self.mode is Mode.CLOSED
             decision = Decision(
                 id=uuid.uuid4().hex,
@@ -300,7 +296,8 @@ class Controller:
             state = schema.state_features(snap, np.array([recent]))[0]
             current = schema.setpoint_features(running[None])[0]
             here = self.model.ood_score(state[None], current[None])[0]
-            if not np.isfinite(here):
+            probe = self.model.predict(state[None], current[None])
+            if not (np.isfinite(here) and np.isfinite(probe.mean).all()):
                 return None, Reason.MODEL_FAILED
             if here > STATE_OOD_FACTOR * self.model.ood_threshold:
                 return None, Reason.OUT_OF_ENVELOPE
@@ -313,7 +310,7 @@ class Controller:
                 locked=self.locked,
                 ood_limit=self.model.ood_threshold,
             )
-        except (OptimizerError, ValueError, RuntimeError, FloatingPointError):
+        except Exception:  # whatever the model raised: hold last-known-good, keep looping
             return None, Reason.MODEL_FAILED
         left = self.budget_s - (time.perf_counter() - t0)
         if left <= 0:
@@ -323,14 +320,17 @@ class Controller:
                 solution = solve_exact(self.model, problem, time_limit_s=left)
             else:
                 solution = solve_fast(self.model, problem, deadline_s=0.85 * left, warm=self._warm)
-        except (OptimizerError, RuntimeError, ValueError, FloatingPointError):
+        except OptimizerError:  # OR-Tools' failures are translated into these
             return None, Reason.SOLVER_FAILED
+        except Exception:  # anything else came from evaluating the surrogate
+            return None, Reason.MODEL_FAILED
         if time.perf_counter() - t0 > LATE_FACTOR * self.budget_s:
             return None, Reason.SOLVER_TIMEOUT
         if not np.isfinite(solution.setpoints).all() or not np.isfinite(solution.objective):
             return None, Reason.MODEL_FAILED
         if not solution.feasible:
-            return None, Reason.OUT_OF_ENVELOPE
+            ood_ok = solution.ood_score <= self.model.ood_threshold
+            return None, Reason.INFEASIBLE if ood_ok else Reason.OUT_OF_ENVELOPE
         self._warm = solution.setpoints
         return solution, None
 

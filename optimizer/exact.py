@@ -10,6 +10,7 @@ Practical for small networks (a few dozen unstable units); larger ones return th
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -19,6 +20,9 @@ from models.surrogate import Surrogate
 from optimizer.errors import SolverError
 from optimizer.fast import Solution, Timings, _score
 from optimizer.problem import Problem
+
+MIN_TIME_S = 0.005
+"""Below this budget the exact method does not start (it could not even build the model)."""
 
 
 def interval_bounds(
@@ -44,7 +48,17 @@ def solve_exact(
     if solver is None:
         raise SolverError("OR-Tools could not create SCIP")
     solver.SetNumThreads(threads)
-    solver.SetTimeLimit(int(time_limit_s * 1000))
+    if time_limit_s < MIN_TIME_S:  # OR-Tools reads 0 ms as "no limit"
+        return Solution(
+            problem.current.copy(),
+            float("nan"),
+            "deadline",
+            "exact",
+            time.perf_counter() - t_start,
+            feasible=False,
+            timings=timings,
+        )
+    solver.SetTimeLimit(max(1, math.ceil(time_limit_s * 1000)))
     xs = []
     for j in range(len(lo)):
         if problem.grid[j] > 0:
@@ -127,7 +141,7 @@ def solve_exact(
             feasible=False,
             timings=timings,
         )
-    x = np.array([v.solution_value() for v in xs])
+    x = np.clip(np.array([v.solution_value() for v in xs]), lo, hi)  # solver tolerance
     value = solver.Objective().Value()
     bound = solver.Objective().BestBound()
     gap = abs(bound - value) / max(abs(value), 1e-9)

@@ -147,8 +147,14 @@ def _lp_step(
     y0: np.ndarray,
     radius: np.ndarray,
     timings: Timings,
+    margin: float = 0.0,
+    caps: bool = True,
 ) -> np.ndarray | None:
-    """Solve the linearised sub-problem around x0 within `radius`; None if infeasible."""
+    """Solve the linearised sub-problem around x0 within `radius`; None if infeasible.
+
+    `margin` tightens each linearised cap, as a share of its scale, so that a step that lands
+    on a curved cap's tangent ends inside it.
+    """
     t0 = time.perf_counter()
     gridded = problem.grid > 0
     solver = pywraplp.Solver.CreateSolver("SCIP" if gridded.any() else "GLOP")
@@ -172,11 +178,11 @@ def _lp_step(
             x = solver.NumVar(a, b, f"x{j}")
         xs.append(x)
     n_out = len(y0)
-    for a_row, bound in problem.objective.constraint_rows(n_out):
+    for a_row, bound in problem.objective.constraint_rows(n_out) if caps else []:
         coef = a_row @ jac  # d(a · y)/dx
         solver.Add(
             sum(float(c) * (xs[j] - float(x0[j])) for j, c in enumerate(coef))
-            <= float(bound - a_row @ y0)
+            <= float(bound - a_row @ y0 - margin * max(abs(bound), 1.0))
         )
     solver.Maximize(sum(float(g) * xs[j] for j, g in enumerate(grad)))
     timings.model_building += time.perf_counter() - t0
@@ -218,6 +224,12 @@ def solve_fast(
     cands = _on_grid(problem, cands)
     obj, viol, ood = _score(model, problem, cands, timings)
     ok = (viol <= 1e-6) & (ood <= problem.ood_limit)
+    if not ok.any():
+        restored = _restore(model, problem, cands, viol, ood, timings, t_start + deadline_s)
+        if restored is not None:
+            cands = np.vstack([cands, restored[None]])
+            obj, viol, ood = _score(model, problem, cands, timings)
+            ok = (viol <= 1e-6) & (ood <= problem.ood_limit)
     if not ok.any():
         best = int(np.argmin(np.maximum(viol, 0) + np.maximum(ood - problem.ood_limit, 0)))
         return Solution(
@@ -264,6 +276,49 @@ def solve_fast(
         ood_score=o,
         timings=timings,
     )
+
+
+def _restore(
+    model: Surrogate,
+    problem: Problem,
+    cands: np.ndarray,
+    viol: np.ndarray,
+    ood: np.ndarray,
+    timings: Timings,
+    deadline: float,
+) -> np.ndarray | None:
+    """Walk from the least-violating trusted candidate to a point that meets the caps.
+
+    Each step solves the linearised caps over the whole box (objective: stay close in the
+    profit direction) and is kept while the true violation falls; None if no feasible point
+    was reached before the deadline.
+    """
+    trusted = ood <= problem.ood_limit
+    pool = np.flatnonzero(trusted) if trusted.any() else np.arange(len(cands))
+    x = cands[pool[np.argmin(viol[pool])]]
+    v = float(viol[pool].min())
+    lo, hi = problem.box
+    rows = problem.objective.constraint_rows(model.schema.n_outputs)
+    radius = 0.25 * np.maximum(hi - lo, 1e-12)
+    for _ in range(30):
+        if time.perf_counter() > deadline or not rows:
+            return None
+        y0, jac = _linearise(model, problem, x, timings)
+        a, _bound = max(rows, key=lambda r: float(r[0] @ y0 - r[1]))  # the most violated cap
+        # descend that cap's linearisation alone (the others may be what blocks the way)
+        step = _lp_step(problem, x, -(a @ jac), jac, y0, radius, timings, caps=False)
+        if step is None:
+            return None
+        _obj, s_viol, s_ood = _score(model, problem, step[None], timings)
+        if s_viol[0] >= v or s_ood[0] > problem.ood_limit:
+            radius = radius * 0.5  # the linearisation overshot: try a shorter step
+            if np.all(radius < 1e-6 * np.maximum(hi - lo, 1e-12)):
+                return None
+            continue
+        x, v = step, float(s_viol[0])
+        if v <= 1e-6:
+            return x
+    return None
 
 
 def _on_grid(problem: Problem, x: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ class Reason(StrEnum):
     OUT_OF_ENVELOPE = "out_of_envelope"  # the surrogate is outside its training data
     SOLVER_FAILED = "solver_failed"
     SOLVER_TIMEOUT = "solver_timeout"
+    INFEASIBLE = "infeasible"  # the caps cannot be met inside the trusted region
     BAD_PROPOSAL = "bad_proposal"  # the proposal had non-finite values or the wrong shape
 
 
@@ -100,9 +101,9 @@ class SetpointGuard:
         g = np.where(has, self.grid, 1.0)
         k = (values - self.lower) / g
         up, down = np.ceil(k - 1e-9), np.floor(k + 1e-9)
-        snapped = self.lower + np.where(values >= toward, down, up) * g
-        snapped = np.clip(snapped, self.lower, self.upper)
-        return np.where(has, snapped, values)
+        k_max = np.floor((self.upper - self.lower) / g + 1e-9)  # the last grid value inside
+        k = np.clip(np.where(values >= toward, down, up), 0.0, k_max)
+        return np.where(has, self.lower + k * g, values)
 
     def reject(self, reason: Reason) -> GuardResult:
         """Hold the last-known-good setpoints because of `reason`."""
@@ -124,10 +125,18 @@ class SetpointGuard:
             return self.reject(failure)
         if proposal is None:
             return self.reject(Reason.BAD_PROPOSAL)
-        p = np.asarray(proposal, dtype=float)
+        try:
+            p = np.asarray(proposal, dtype=float)
+        except (TypeError, ValueError):  # ragged, text, objects: not a proposal
+            return self.reject(Reason.BAD_PROPOSAL)
         if p.shape != self.present.shape or not np.isfinite(p[self.present]).all():
             return self.reject(Reason.BAD_PROPOSAL)
-        now = self.last_good if running is None else self.sanitise(running, self.last_good)
+        now = self.last_good
+        if running is not None:
+            try:
+                now = self.sanitise(np.asarray(running, dtype=float), self.last_good)
+            except (TypeError, ValueError):  # unreadable plant values: ramp from last-known-good
+                now = self.last_good
         reasons: list[Reason] = []
         target = np.where(self.present, np.clip(p, self.lower, self.upper), 0.0)
         if not np.array_equal(target[self.present], p[self.present]):
@@ -138,7 +147,8 @@ class SetpointGuard:
             reasons.append(Reason.RAMPED)
         out = self.snap(now + move, now)
         over = np.abs(out - now) > self.max_step + 1e-12  # a grid step larger than the ramp
-        out = np.where(over, now, out)
+        away = (out - now) * (target - now) < 0  # snapping from off-grid went the wrong way
+        out = np.where(over | away, now, out)
         small = (np.abs(out - now) < self.resolution) & (out != now)
         if small.any():
             reasons.append(Reason.DEADBAND)
