@@ -179,6 +179,13 @@ def sample_states(
         u = latin_hypercube(rng, n_states, schema.n_setpoints)
         twin.set_setpoints(schema.setpoint_array(lo + u * (hi - lo), twin.setpoints))
         twin.advance(seg)
+    # A warm-up of two hours leaves at most two hours of wear, while a line in operation wears
+    # until the next repair: draw wear from its long-run range (about exponential, mean MTBF).
+    wear = twin.snapshot().wear.copy()
+    for i in schema.wear_stations:
+        mean_h = (spec.stations[i].mtbf_s or 0.0) / 3600.0
+        wear[:, i] = np.minimum(rng.exponential(mean_h, n_states), 3.0 * mean_h)
+    twin.set_wear(wear)
     before = twin.snapshot()
     now = twin.step(recent_s)
     return now, recent_throughput(before, now)

@@ -58,7 +58,12 @@ class FeatureSchema:
         names = tuple(s.name for s in spec.stations)
         caps = tuple(int(s.buffer_after or 0) for s in spec.stations[:-1])
         thermal = tuple(i for i, s in enumerate(spec.stations) if s.is_thermal)
-        wear = tuple(i for i, s in enumerate(spec.stations) if s.mtbf_s is not None)
+        # wear matters to the KPIs only where it raises the failure rate
+        wear = tuple(
+            i
+            for i, s in enumerate(spec.stations)
+            if s.mtbf_s is not None and s.wear.failure_gain > 0
+        )
         state = [f"buffer.{names[i]}" for i in range(len(caps))]
         for flag in ("down", "blocked", "starved"):
             state += [f"{flag}.{n}" for n in names]

@@ -40,6 +40,10 @@ class CpuEngine:
         )
         return int(events.sum())
 
+    def set_column(self, field: int, values: np.ndarray) -> None:
+        """Overwrite per-station float state `fstate[:, :, field]` with `values (n_sc, n_st)`."""
+        self.state.fstate[:, :, field] = values
+
     def host_state(self) -> TwinState:
         """Return a copy of the state on the host."""
         return self.state.copy()

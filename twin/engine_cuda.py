@@ -76,6 +76,12 @@ class CudaEngine:
         )
         return int(events.copy_to_host().sum())
 
+    def set_column(self, field: int, values: np.ndarray) -> None:
+        """Overwrite per-station float state `fstate[:, :, field]` with `values (n_sc, n_st)`."""
+        fs = self._arrays["fstate"].copy_to_host()
+        fs[:, :, field] = values
+        self._arrays["fstate"] = self._cuda.to_device(fs)
+
     def host_state(self) -> TwinState:
         """Copy the state back to the host."""
         a = self._arrays

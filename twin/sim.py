@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from twin import layout as L
 from twin.engine_cpu import CpuEngine
 from twin.engine_cuda import CudaEngine, cuda_available
 from twin.errors import DeviceError, TwinError
@@ -118,6 +119,22 @@ class Twin:
                 )
             sp = np.where(self.params.present, sp, 0.0)
         self._setpoints = sp
+
+    def set_wear(self, wear_h: np.ndarray) -> None:
+        """Set every station's wear since its last repair, equivalent busy hours
+        `(n_scenarios, n_stations)` (for what-if runs and for sampling training states).
+
+        The failure rate follows from the next busy stretch on.
+        """
+        w = np.asarray(wear_h, dtype=float)
+        if w.shape != (self.n_scenarios, self.spec.n_stations) or not (
+            np.isfinite(w).all() and (w >= 0).all()
+        ):
+            raise TwinError(
+                f"wear must be finite, >= 0 and of shape ({self.n_scenarios}, "
+                f"{self.spec.n_stations}), got shape {w.shape}"
+            )
+        self._engine.set_column(L.F_WEAR, w)
 
     def advance(self, dt_s: float) -> None:
         """Advance every scenario by `dt_s` seconds of line time, without a snapshot."""

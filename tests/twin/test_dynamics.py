@@ -11,7 +11,7 @@ from ctmc import exact_throughput
 from invariants import assert_conserved
 from linefactory import serial_line
 
-from twin import Twin, bundled_spec, window_kpis
+from twin import Twin, TwinError, bundled_spec, window_kpis
 
 
 def test_parts_are_conserved_at_every_step_of_the_example_line():
@@ -155,3 +155,33 @@ def test_a_twin_started_at_a_later_time_accounts_only_simulated_time():
     snap = twin.step(100.0)
     assert np.allclose(snap.status_time_s.sum(axis=2), 100.0)
     assert snap.time_s == 1100.0
+
+
+def test_set_wear_raises_the_failure_rate_where_wear_counts():
+    from linefactory import station
+
+    from twin.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "name": "worn",
+            "stations": [
+                station(
+                    "m",
+                    10.0,
+                    processing="deterministic",
+                    mtbf=3600.0,
+                    mttr=60.0,
+                    wear={"failure_gain": 2.0, "speed_exponent": 0.0},
+                ),
+            ],
+        },
+        "<test>",
+    )
+    fresh = Twin(spec, 256, seed=4)
+    worn = Twin(spec, 256, seed=4)
+    worn.set_wear(np.full((256, 1), 10.0))  # hazard x 21 until the first repair
+    a, b = fresh.step(600.0), worn.step(600.0)
+    assert b.failures.sum() > 5 * max(a.failures.sum(), 1)
+    with pytest.raises(TwinError, match="wear must be finite"):
+        worn.set_wear(np.full((256, 1), -1.0))
