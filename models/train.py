@@ -68,12 +68,7 @@ def _fit(
     device: torch.device | str = "cpu",
     progress: Callable[[int, float], None] | None = None,
 ) -> tuple[EnsembleMLP, TrainReport]:
-    """Train an ensemble on `train`, stopping when `valid` loss stops improving.
-
-    Each member draws its minibatches from its own bootstrap resample of the training set, so
-    the members disagree where the data are thin: their spread is the uncertainty.
-    `progress(epoch, valid_loss)` is called after every epoch.
-    """
+    """The body of `fit`, run under its thread setting."""
     if len(train) < 2 or len(valid) < 1:
         raise ModelError(
             f"need at least 2 training and 1 validation samples (got {len(train)} and {len(valid)})"

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from clirun import Result
 
-from api.cli import main
 from twin import bundled_spec
 from twin.recorder import read_recording
 from twin.spec import parse_spec
@@ -32,36 +31,12 @@ KPI_KEYS = (
 EXAMPLE_STATIONS = [s.name for s in bundled_spec("example").stations]
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture(autouse=True)
 def plain_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """Wide, uncoloured rich output so tables are not cut."""
     monkeypatch.setenv("COLUMNS", "200")
     for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "LINETWIN_TRACEBACK"):
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Any:
-    """Run `linetwin ARGS...` in this process; return its exit code, stdout and stderr."""
-
-    def run(*args: str | Path) -> Result:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
 
 
 def strict_json(text: str) -> Any:

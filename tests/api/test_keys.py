@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from api.audit import AuditLog
-from api.cli import main
 from api.errors import UsageError
 from api.keys import (
     KEY_ID_LENGTH,
@@ -32,28 +30,6 @@ EXPECTED = {
     Role.ENGINEER: {P.READ, P.MODE, P.APPROVE, P.OVERRIDE, P.ROLLBACK, P.OBJECTIVE, P.WHAT_IF},
     Role.ADMIN: {P.READ, P.MODE, P.APPROVE, P.OVERRIDE, P.ROLLBACK, P.OBJECTIVE, P.WHAT_IF, P.KEYS},
 }
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Any:
-    def run(*args: str | Path) -> Result:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
 
 
 @pytest.fixture
