@@ -73,10 +73,8 @@ def _score(
     viol = np.zeros(len(x))
     for a, b in problem.objective.constraint_rows(model.schema.n_outputs):
         viol = np.maximum(viol, pred.mean @ a - b)
-    if problem.spread_limit is not None:
-        # the profit's spread across members, scaled like the throughput's calibrated band
-        spread = (pred.members @ w).std(axis=0) * float(model.band_scale[0])
-        viol = np.maximum(viol, spread - problem.spread_limit)
+    if problem.spread_limit is not None:  # the members' disagreement on the profit rate
+        viol = np.maximum(viol, (pred.members @ w).std(axis=0) - problem.spread_limit)
     return obj, viol, ood
 
 
@@ -120,8 +118,12 @@ def multistart(
     b1, b2, lr = 0.9, 0.999, 0.05
     for k in range(1, steps + 1):
         x = tl + u.clamp(0, 1) * tspan
-        y = model.predict_torch(state, x).mean(dim=0)
+        members = model.predict_torch(state, x)
+        y = members.mean(dim=0)
         f = (y * w).sum(dim=1) / scale
+        if problem.spread_limit is not None:
+            spread = (members * w).sum(dim=2).std(dim=0, unbiased=False)
+            f = f - CAP_PENALTY * torch.relu(spread - problem.spread_limit) / scale
         for a, b in rows:
             ta = torch.as_tensor(a, dtype=torch.float32, device=dev)
             f = f - CAP_PENALTY * torch.relu((y * ta).sum(dim=1) - b) / scale

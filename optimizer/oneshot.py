@@ -19,7 +19,7 @@ from models.surrogate import Surrogate, derived_kpis
 from optimizer.exact import solve_exact
 from optimizer.fast import Solution, solve_fast
 from optimizer.pareto import pareto_front
-from optimizer.problem import Objective, make_problem
+from optimizer.problem import SPREAD_FACTOR, Objective, make_problem, profit_spread
 from twin import Twin, window_kpis
 from twin.params import setpoints_to_mapping
 from twin.spec import LineSpec
@@ -70,7 +70,11 @@ def optimize_line(
     state, nominal = nominal_state(spec, model, seed)
     schema = model.schema
     current = schema.setpoint_features(nominal[None])[0]
-    problem = make_problem(spec, schema, state, current, objective, ood_limit=model.ood_threshold)
+    objective = objective or Objective.from_economics(spec.economics)
+    spread = SPREAD_FACTOR * float(profit_spread(model, state, current, objective)[0])
+    problem = make_problem(
+        spec, schema, state, current, objective, ood_limit=model.ood_threshold, spread_limit=spread
+    )
     if exact:
         sol = solve_exact(model, problem, time_limit_s=time_limit_s)
     else:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from models.features import FeatureSchema
-from models.surrogate import OUT_ENERGY, OUT_GOOD, OUT_SCRAP
+from models.surrogate import OUT_ENERGY, OUT_GOOD, OUT_SCRAP, Surrogate
 from optimizer.errors import ProblemError
 from twin.spec import Economics, LineSpec
 
@@ -108,6 +108,20 @@ class Problem:
     def with_objective(self, objective: Objective) -> Problem:
         """The same problem under another objective."""
         return replace(self, objective=objective)
+
+
+SPREAD_FACTOR = 1.25
+"""Default trust region on the ensemble: candidates may disagree on the profit rate up to this
+times the disagreement at the current setpoints (the optimizer otherwise climbs into corners
+where the members disagree and the mean flatters; docs/design.md)."""
+
+
+def profit_spread(
+    model: Surrogate, state: np.ndarray, x: np.ndarray, objective: Objective
+) -> np.ndarray:
+    """Standard deviation across ensemble members of the profit rate at setpoints x `(n, n_sp)`."""
+    pred = model.predict_batched(state[None], np.atleast_2d(x))
+    return (pred.members @ objective.weights(model.schema.n_outputs)).std(axis=0)
 
 
 def make_problem(
