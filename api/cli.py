@@ -14,6 +14,7 @@ import click
 
 from api.cli_admin import audit_group, keys_group
 from api.errors import ApiError, UsageError
+from api.serve import serve as serve_command
 from models.errors import ModelError
 from optimizer.errors import OptimizerError
 from twin.errors import TwinError
@@ -478,6 +479,7 @@ def line_schema() -> None:
 
 cli.add_command(keys_group)
 cli.add_command(audit_group)
+cli.add_command(serve_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,74 @@
+"""Prometheus metrics of one service process (a registry of its own, not the global one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from api.storage import AckRecord, StorageError
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _AckAges(Collector):
+    """`linetwin_ack_age_seconds{client}`: seconds since each client's last acknowledgement."""
+
+    def __init__(self, acks: Callable[[], list[AckRecord]]) -> None:
+        self._acks = acks
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "linetwin_ack_age_seconds",
+            "Seconds since the client's last acknowledgement.",
+            labels=["client"],
+        )
+        try:
+            records = self._acks()
+        except StorageError:  # closed or unreadable storage: no samples, not a failed scrape
+            records = []
+        for r in records:
+            family.add_metric([r.client], r.age_s)
+        yield family
+
+
+class Metrics:
+    """The counters, gauges and histograms of the service."""
+
+    def __init__(self, acks: Callable[[], list[AckRecord]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.cycles = Counter("linetwin_cycles", "Controller cycles run.", registry=r)
+        self.cycle_errors = Counter(
+            "linetwin_cycle_errors", "Controller cycles that raised.", registry=r
+        )
+        self.cycle_seconds = Histogram(
+            "linetwin_cycle_seconds",
+            "Wall seconds per controller cycle.",
+            buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "linetwin_fallbacks",
+            "Decisions that held last-known-good, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.solve_status = Counter(
+            "linetwin_solve_status", "Decisions by solve status.", ["status"], registry=r
+        )
+        self.version = Gauge(
+            "linetwin_decision_version", "Version of the published decision.", registry=r
+        )
+        self.polls = Counter("linetwin_setpoint_polls", "GET /v1/setpoints requests.", registry=r)
+        self.not_modified = Counter(
+            "linetwin_setpoint_not_modified", "GET /v1/setpoints answered 304.", registry=r
+        )
+        self.acks = Counter("linetwin_acks", "Acknowledgements stored.", registry=r)
+        r.register(_AckAges(acks))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,108 @@
+"""`linetwin serve`: the real-time twin, the controller and the HTTP API in one process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+
+MODES = ("closed", "advisory", "manual")
+
+
+@click.command("serve")
+@click.option("--line", "line", metavar="FILE", help="Line spec TOML (or a bundled name).")
+@click.option(
+    "--model", "model_dir", metavar="DIR", help="Surrogate checkpoint folder [default: cached]."
+)
+@click.option(
+    "--data-dir",
+    "data_dir",
+    metavar="DIR",
+    help="Data directory [default: $LINETWIN_DATA_DIR or ~/.local/share/linetwin].",
+)
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="TCP port [default: 8000].")
+@click.option("--mode", type=click.Choice(MODES), default=None, help="Mode at start [advisory].")
+@click.option("--speed", type=float, default=None, help="Line seconds per wall second [60].")
+def serve(
+    line: str | None,
+    model_dir: str | None,
+    data_dir: str | None,
+    host: str | None,
+    port: int | None,
+    mode: str | None,
+    speed: float | None,
+) -> None:
+    """Run the line's real-time twin, the controller and the API until SIGTERM or Ctrl-C.
+
+    Every option can also come from `LINETWIN_<OPTION>` (`LINETWIN_PORT=8080`); with no API key
+    in the database yet, an admin key is created and printed, this once.
+    """
+    import uvicorn
+
+    from api.app import create_app
+    from api.cli import load_line, load_or_train
+    from api.runtime import Runtime
+    from api.settings import Settings
+
+    settings = Settings.load(
+        line=line,
+        model_dir=model_dir,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        mode=mode,
+        speed=speed,
+    )
+    spec = load_line(settings.line)
+    model = load_or_train(
+        spec, None if settings.model_dir is None else str(settings.model_dir), False
+    )
+    runtime = Runtime(settings, spec, model)
+    try:
+        if not runtime.keys.list():
+            new = runtime.keys.create(
+                "admin", "created by linetwin serve", actor="serve", reason="first start"
+            )
+            click.echo(f"admin key (shown once, store it now): {new.key}")
+        app = create_app(runtime)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level="info", lifespan="off"
+        )
+        server = _Server(config, runtime)
+        runtime.start()
+        click.echo(
+            f"serving line {spec.name!r} on http://{settings.host}:{settings.port} "
+            f"({settings.mode} mode, {settings.speed:g}x); data in {settings.data_dir}",
+            err=True,
+        )
+        # uvicorn shuts down gracefully on SIGTERM or SIGINT, then `_Server.shutdown` stops
+        # the runtime, then uvicorn re-raises the signal (the exit status says which).
+        server.run()
+    finally:
+        runtime.stop()
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server that stops the runtime once its connections are closed."""
+
+        def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+            super().__init__(config)
+            self.runtime = runtime
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets)
+            self.runtime.stop()  # finishes the current cycle's write, closes the storage
+            click.echo("linetwin serve: stopped", err=True)
+
+    return Server
+
+
+def _Server(config: Any, runtime: Runtime) -> Any:  # noqa: N802
+    return _server_class()(config, runtime)

@@ -1,0 +1,82 @@
+"""The service's settings: one class, filled from `LINETWIN_*` environment variables and flags.
+
+Every field `name` may come from the environment variable `LINETWIN_<NAME>` (`LINETWIN_PORT`,
+`LINETWIN_MODEL_DIR`, ...); a flag given on the command line wins over the environment, which
+wins over the default. `LINETWIN_DATA_DIR` is the same variable the admin commands read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api.errors import UsageError
+from api.storage import default_data_dir
+
+ENV_PREFIX = "LINETWIN_"
+ModeName = Literal["closed", "advisory", "manual"]
+
+
+class Settings(BaseModel):
+    """How `linetwin serve` runs: the line, its model, where data lives, where to listen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    line: str | None = Field(
+        default=None, description="Line spec TOML file or bundled line name; None: the example."
+    )
+    model_dir: Path | None = Field(
+        default=None, description="Surrogate checkpoint folder; None: the line's default model."
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Folder of the SQLite database."
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
+    mode: ModeName = Field(default="advisory", description="Controller mode at start.")
+    speed: float = Field(
+        default=60.0, gt=0, allow_inf_nan=False, description="Line seconds per wall second."
+    )
+    tick_s: float = Field(
+        default=1.0, gt=0, allow_inf_nan=False, description="Line seconds between snapshots."
+    )
+    period_s: float = Field(
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Line seconds between controller decisions (and the recent-throughput window).",
+    )
+    budget_s: float = Field(
+        default=0.08, gt=0, allow_inf_nan=False, description="Wall seconds per controller cycle."
+    )
+    seed: int = Field(default=0, description="Seed of the real-time twin.")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+        """Build settings from `environ` (default: `os.environ`) and flags (None: not given).
+
+        Invalid values raise `UsageError` naming the field and where its value came from.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        for name in cls.model_fields:
+            var = ENV_PREFIX + name.upper()
+            if env.get(var):
+                values[name], origin[name] = env[var], var
+        for name, value in flags.items():
+            if name not in cls.model_fields:
+                raise UsageError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name], origin[name] = value, f"--{name.replace('_', '-')}"
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else "settings"
+            where = origin.get(field, field)
+            raise UsageError(f"{where}: {first['msg']}") from None
