@@ -165,6 +165,11 @@ class RealtimeTwin:
             self.tick()
             k += 1
 
+    @property
+    def running(self) -> bool:
+        """Whether the background thread is ticking."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         """Run paced ticks in a background thread."""
         if self._thread is not None and self._thread.is_alive():

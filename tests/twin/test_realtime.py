@@ -331,3 +331,12 @@ def test_stop_wakes_a_slow_paced_run_at_once() -> None:
     rt.stop(timeout=5.0)
     assert _time.monotonic() - t0 < 10.0
     assert rt.stats.ticks == 1
+
+
+def test_running_reports_the_background_thread() -> None:
+    rt = RealtimeTwin(make_twin(), tick_s=60.0, acceleration=60_000.0)
+    assert not rt.running
+    rt.start()
+    assert rt.running
+    rt.stop()
+    assert not rt.running
