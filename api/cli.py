@@ -14,6 +14,7 @@ import click
 
 from api.cli_admin import audit_group, keys_group
 from api.errors import ApiError, UsageError
+from api.poll import poll as poll_command
 from api.serve import serve as serve_command
 from models.errors import ModelError
 from optimizer.errors import OptimizerError
@@ -296,6 +297,11 @@ def load_or_train(spec: LineSpec, model_dir: str | None, quiet: bool) -> Any:
 
     if model_dir is not None:
         return load(model_dir, spec)
+    from models.pretrained import bundled_checkpoint
+
+    shipped = bundled_checkpoint(spec)
+    if shipped is not None:
+        return load(shipped, spec)
     folder = default_model_dir(spec)
     if (folder / "model.json").is_file():
         return load(folder, spec)
@@ -480,6 +486,7 @@ def line_schema() -> None:
 cli.add_command(keys_group)
 cli.add_command(audit_group)
 cli.add_command(serve_command)
+cli.add_command(poll_command)
 
 
 def main(argv: list[str] | None = None) -> None:
