@@ -6,46 +6,95 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
+from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+import numpy as np
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.auth import Principal, require
+from api.auth import Principal, RateLimiter, require
 from api.keys import Permission
 from api.metrics import CONTENT_TYPE
-from api.runtime import Published, Runtime
+from api.runtime import InvalidInputError, NotHeldError, Published, Runtime, StateConflictError
 from api.schemas import (
     AckIn,
     AckOut,
     AuditOut,
     AuditPage,
     BufferState,
+    ChangeOut,
     Check,
+    ClientOut,
+    ClientsOut,
+    DecisionChangeOut,
     DecisionOut,
     DecisionPage,
     ErrorOut,
+    Estimate,
     Health,
+    Interval,
+    KpisOut,
+    LineOut,
     ModeChangeOut,
     ModeIn,
     ModeOut,
+    ObjectiveChangeOut,
+    ObjectiveIn,
+    ObjectiveOut,
+    OverrideIn,
+    OverridesOut,
     Readiness,
+    ReasonIn,
+    RollbackIn,
     StateOut,
+    StationSpecOut,
     StationState,
+    WhatIfIn,
+    WhatIfOut,
+    WhatIfResult,
 )
 from api.storage import NotFoundError
+from optimizer.errors import ProblemError
 from twin.jsonable import finite_json
+from twin.kpi import Kpis
 from twin.layout import STATUS_NAMES
 from twin.params import setpoints_to_mapping
+from twin.snapshot import Snapshot
 
 MAX_WAIT_S = 60.0
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "No key, or an unknown or revoked one."},
     403: {"model": ErrorOut, "description": "The key's role may not do this."},
+    429: {"model": ErrorOut, "description": "The key's rate limit; see `Retry-After`."},
 }
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ErrorOut,
+        "description": "Nothing pending, another decision pending, or not in advisory mode.",
+    },
+}
+T975 = (
+    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.306, 2.2622, 2.2281,
+    2.201, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.093, 2.086,
+    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423, 2.0395,
+)  # fmt: skip
+"""Student t 97.5% quantiles for 1..31 degrees of freedom (forked runs: 2..32 seeds)."""
+MAX_TWIN_CANDIDATES = 8
+MAX_STREAM_EVENTS = 100_000
+TWIN_KPIS = (
+    "throughput_per_hour",
+    "scrap_rate",
+    "energy_kwh_per_good_part",
+    "energy_kwh_per_hour",
+    "profit_per_hour",
+)
 
 
 def _matches(if_none_match: str | None, current: Published) -> bool:
@@ -63,6 +112,24 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _interval(values: np.ndarray) -> Interval:
+    """Mean, std and 95% Student-t interval of the mean over runs (finite runs only)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return Interval(mean=None, std=None, ci_low=None, ci_high=None)
+    mean = float(v.mean())
+    if v.size < 2:
+        return Interval(mean=mean, std=None, ci_low=None, ci_high=None)
+    std = float(v.std(ddof=1))
+    half = T975[min(v.size - 1, len(T975)) - 1] * std / math.sqrt(v.size)
+    return Interval(mean=mean, std=std, ci_low=mean - half, ci_high=mean + half)
+
+
+def _scalar(k: Kpis, name: str) -> float | None:
+    return _finite(float(np.asarray(getattr(k, name))[0]))
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     """Return the HTTP API of `runtime` (which the caller starts and stops)."""
     app = FastAPI(
@@ -77,11 +144,71 @@ def create_app(runtime: Runtime) -> FastAPI:
         errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
         return JSONResponse({"detail": finite_json(jsonable_encoder(errors))}, status_code=422)
 
-    read = Depends(require(runtime.keys, Permission.READ))
-    acknowledge = Depends(require(runtime.keys, Permission.ACKNOWLEDGE))
-    change_mode = Depends(require(runtime.keys, Permission.MODE))
     metrics = runtime.metrics
     spec = runtime.spec
+    settings = runtime.settings
+    limiter = RateLimiter(
+        settings.rate_per_s, settings.rate_burst, on_limited=metrics.rate_limited.inc
+    )
+
+    def needs(permission: Permission) -> Any:
+        return Depends(require(runtime.keys, permission, limiter))
+
+    read = needs(Permission.READ)
+    acknowledge = needs(Permission.ACKNOWLEDGE)
+    change_mode = needs(Permission.MODE)
+    approve = needs(Permission.APPROVE)
+    override = needs(Permission.OVERRIDE)
+    rollback = needs(Permission.ROLLBACK)
+    objective = needs(Permission.OBJECTIVE)
+    what_if = needs(Permission.WHAT_IF)
+
+    @app.exception_handler(InvalidInputError)
+    async def invalid_input(request: Request, exc: InvalidInputError) -> JSONResponse:
+        return await invalid_request(request, RequestValidationError(exc.errors))
+
+    @app.exception_handler(StateConflictError)
+    async def conflict(request: Request, exc: StateConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(NotHeldError)
+    async def not_held(request: Request, exc: NotHeldError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    def decision_change(published: Published, seq: int) -> DecisionChangeOut:
+        return DecisionChangeOut(
+            decision=DecisionOut.model_validate_json(published.body), audit_seq=seq
+        )
+
+    def state_out(snap: Snapshot) -> StateOut:
+        r = snap.readings
+        stations = [
+            StationState(
+                name=st.name,
+                status=STATUS_NAMES[int(snap.status[0, i])],
+                temperature_c=_finite(r.temperature_c[0, i]) if st.is_thermal else None,
+                power_kw=_finite(r.power_kw[0, i]),
+                setpoints=setpoints_to_mapping(spec, snap.setpoints[0])[st.name],
+            )
+            for i, st in enumerate(spec.stations)
+        ]
+        buffers = [
+            BufferState(
+                after=st.name,
+                level=int(snap.buffer_level[0, i]),
+                capacity=int(st.buffer_after or 0),
+            )
+            for i, st in enumerate(spec.stations[:-1])
+        ]
+        return StateOut(
+            line=spec.name,
+            time_s=snap.time_s,
+            stations=stations,
+            buffers=buffers,
+            power_kw=_finite(float(r.power_kw[0].sum())),
+            good=int(snap.good_out[0]),
+            scrap=int(snap.scrap_total[0]),
+        )
 
     @app.get(
         "/v1/setpoints",
@@ -147,37 +274,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.get("/v1/state", response_model=StateOut, responses=AUTH_ERRORS, tags=["line"])
     def get_state(_: Principal = read) -> StateOut:
         """The latest snapshot of the line (scenario 0 of the real-time twin)."""
-        snap = runtime.twin.latest
-        if snap is None:
-            snap = runtime.twin.twin.snapshot()
-        r = snap.readings
-        stations = [
-            StationState(
-                name=st.name,
-                status=STATUS_NAMES[int(snap.status[0, i])],
-                temperature_c=_finite(r.temperature_c[0, i]) if st.is_thermal else None,
-                power_kw=_finite(r.power_kw[0, i]),
-                setpoints=setpoints_to_mapping(spec, snap.setpoints[0])[st.name],
-            )
-            for i, st in enumerate(spec.stations)
-        ]
-        buffers = [
-            BufferState(
-                after=st.name,
-                level=int(snap.buffer_level[0, i]),
-                capacity=int(st.buffer_after or 0),
-            )
-            for i, st in enumerate(spec.stations[:-1])
-        ]
-        return StateOut(
-            line=spec.name,
-            time_s=snap.time_s,
-            stations=stations,
-            buffers=buffers,
-            power_kw=_finite(float(r.power_kw[0].sum())),
-            good=int(snap.good_out[0]),
-            scrap=int(snap.scrap_total[0]),
-        )
+        return state_out(runtime.latest_snapshot())
 
     @app.get("/v1/mode", response_model=ModeOut, responses=AUTH_ERRORS, tags=["modes"])
     def get_mode(_: Principal = read) -> ModeOut:
@@ -218,6 +315,310 @@ def create_app(runtime: Runtime) -> FastAPI:
         return DecisionPage(
             decisions=[DecisionOut.model_validate(r.payload) for r in records],
             next_after=records[-1].version if len(records) == limit else None,
+        )
+
+    # -- engineers --------------------------------------------------------------------------
+    @app.post(
+        "/v1/decisions/{decision_id}/approve",
+        response_model=DecisionChangeOut,
+        responses={**AUTH_ERRORS, **CONFLICT},
+        tags=["engineering"],
+    )
+    def post_approve(
+        body: ReasonIn,
+        decision_id: Annotated[str, Path(min_length=1, max_length=64)],
+        who: Principal = approve,
+    ) -> DecisionChangeOut:
+        """Apply the pending advisory decision `decision_id` (re-checked by the guard, published
+        as a new version); 409 unless it is the pending one in advisory mode. Audited."""
+        published, record = runtime.approve(decision_id, actor=who.actor, reason=body.reason)
+        return decision_change(published, record.seq)
+
+    @app.post(
+        "/v1/decisions/{decision_id}/reject",
+        response_model=ChangeOut,
+        responses={**AUTH_ERRORS, **CONFLICT},
+        tags=["engineering"],
+    )
+    def post_reject(
+        body: ReasonIn,
+        decision_id: Annotated[str, Path(min_length=1, max_length=64)],
+        who: Principal = approve,
+    ) -> ChangeOut:
+        """Reject the pending advisory decision (the plant keeps what it runs); audited with
+        the reason."""
+        record = runtime.reject(decision_id, actor=who.actor, reason=body.reason)
+        return ChangeOut(version=None, audit_seq=record.seq)
+
+    @app.get(
+        "/v1/overrides", response_model=OverridesOut, responses=AUTH_ERRORS, tags=["engineering"]
+    )
+    def get_overrides(_: Principal = read) -> OverridesOut:
+        """The setpoints engineers hold (their stations are locked for the optimizer)."""
+        return OverridesOut(held=runtime.overrides, ramping=runtime.ramping)
+
+    @app.post(
+        "/v1/overrides",
+        response_model=DecisionChangeOut,
+        responses=AUTH_ERRORS,
+        tags=["engineering"],
+    )
+    def post_override(body: OverrideIn, who: Principal = override) -> DecisionChangeOut:
+        """Hold setpoints on chosen stations: checked against the line's limits (422, nothing
+        stored), published at once through the guard (reasons include `override`, one
+        `max_step` per publish), then held and ramped each cycle until released. Audited."""
+        published, record = runtime.override(body.values, actor=who.actor, reason=body.reason)
+        return decision_change(published, record.seq)
+
+    @app.delete(
+        "/v1/overrides/{station}",
+        response_model=ChangeOut,
+        responses={**AUTH_ERRORS, 404: {"model": ErrorOut, "description": "Not held."}},
+        tags=["engineering"],
+    )
+    def delete_override(
+        station: Annotated[str, Path(min_length=1, max_length=64)],
+        reason: Annotated[str, Query(min_length=1, max_length=1000, description="Why.")],
+        who: Principal = override,
+    ) -> ChangeOut:
+        """Release the override of `station`: the controller decides it again. Audited."""
+        record = runtime.release(station, actor=who.actor, reason=reason)
+        return ChangeOut(version=None, audit_seq=record.seq)
+
+    @app.post(
+        "/v1/rollback",
+        response_model=DecisionChangeOut,
+        responses=AUTH_ERRORS,
+        tags=["engineering"],
+    )
+    def post_rollback(body: RollbackIn, who: Principal = rollback) -> DecisionChangeOut:
+        """Publish an earlier decision's setpoints again, through the guard (reasons include
+        `rollback`; held overrides stay). Closed mode optimizes again from the next cycle.
+        Audited."""
+        published, record = runtime.rollback(body.version, actor=who.actor, reason=body.reason)
+        return decision_change(published, record.seq)
+
+    def objective_out() -> ObjectiveOut:
+        return ObjectiveOut(**asdict(runtime.objective))
+
+    @app.get(
+        "/v1/objective", response_model=ObjectiveOut, responses=AUTH_ERRORS, tags=["engineering"]
+    )
+    def get_objective(_: Principal = objective) -> ObjectiveOut:
+        """The controller's objective weights and caps."""
+        return objective_out()
+
+    @app.put(
+        "/v1/objective",
+        response_model=ObjectiveChangeOut,
+        responses=AUTH_ERRORS,
+        tags=["engineering"],
+    )
+    def put_objective(body: ObjectiveIn, who: Principal = objective) -> ObjectiveChangeOut:
+        """Replace the objective weights and caps (422 on bad values); the controller uses it
+        from the next cycle. Audited."""
+        values = body.model_dump(exclude={"reason"})
+        try:
+            old, record = runtime.set_objective(values, actor=who.actor, reason=body.reason)
+        except ProblemError as exc:
+            field = str(exc).split(" ", 1)[0].removeprefix("objective.")
+            raise RequestValidationError(
+                [{"loc": ("body", field), "msg": str(exc), "type": "value_error"}]
+            ) from None
+        return ObjectiveChangeOut(
+            objective=objective_out(), previous=ObjectiveOut(**asdict(old)), audit_seq=record.seq
+        )
+
+    @app.post("/v1/whatif", response_model=WhatIfOut, responses=AUTH_ERRORS, tags=["engineering"])
+    def post_whatif(body: WhatIfIn, _: Principal = what_if) -> WhatIfOut:
+        """Evaluate candidate setpoints from the latest snapshot with the surrogate (mean and
+        calibrated std) and, with `twin`, with forked twin runs (mean, std, 95% CI over runs;
+        every candidate sees the same random streams). Changes nothing."""
+        if body.twin is not None and len(body.candidates) > MAX_TWIN_CANDIDATES:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("body", "candidates"),
+                        "msg": f"at most {MAX_TWIN_CANDIDATES} candidates with twin runs",
+                        "type": "value_error",
+                    }
+                ]
+            )
+        snap, arrays = runtime.candidate_arrays(body.candidates)
+        sur = runtime.surrogate_whatif(snap, arrays)
+        twins: list[Kpis | None] = [None] * len(sur)
+        if body.twin is not None:
+            t = body.twin
+            twins = list(runtime.twin_whatif(snap, arrays, t.seeds, t.hours, t.seed))
+        results = []
+        for j, s in enumerate(sur):
+            k = twins[j]
+            results.append(
+                WhatIfResult(
+                    setpoints=setpoints_to_mapping(spec, arrays[j]),
+                    surrogate={
+                        n: Estimate(mean=_finite(m), std=_finite(sd))
+                        for n, (m, sd) in s.kpis.items()
+                    },
+                    ood_score=_finite(s.ood_score),
+                    in_envelope=s.in_envelope,
+                    twin=None if k is None else {n: _interval(getattr(k, n)) for n in TWIN_KPIS},
+                )
+            )
+        return WhatIfOut(
+            line_time_s=snap.time_s,
+            results=results,
+            runs=0 if body.twin is None else body.twin.seeds,
+            hours=0.0 if body.twin is None else body.twin.hours,
+        )
+
+    # -- line, KPIs, stream, clients --------------------------------------------------------
+    @app.get("/v1/line", response_model=LineOut, responses=AUTH_ERRORS, tags=["line"])
+    def get_line(_: Principal = read) -> LineOut:
+        """The validated line spec served."""
+        stations = []
+        for st in spec.stations:
+            sps = {
+                name: sp.model_dump(mode="json")
+                for name, sp in (
+                    ("speed", st.setpoints.speed),
+                    ("temperature", st.setpoints.temperature),
+                )
+                if sp is not None
+            }
+            stations.append(
+                StationSpecOut(
+                    name=st.name,
+                    cycle_time_s=st.cycle_time_s,
+                    setpoints=sps,
+                    buffer_after=st.buffer_after,
+                )
+            )
+        return LineOut(
+            name=spec.name,
+            spec_hash=spec.spec_hash(),
+            stations=stations,
+            spec=spec.model_dump(mode="json"),
+        )
+
+    @app.get(
+        "/v1/kpis",
+        response_model=KpisOut,
+        responses={
+            **AUTH_ERRORS,
+            503: {"model": ErrorOut, "description": "Fewer than two snapshots yet."},
+        },
+        tags=["line"],
+    )
+    def get_kpis(
+        window_s: Annotated[
+            float, Query(gt=0, description="Window, line s (at most `kpi_window_max_s`).")
+        ] = 600.0,
+        _: Principal = read,
+    ) -> KpisOut:
+        """KPIs of the line over the last `window_s` line seconds of its snapshots."""
+        if window_s > settings.kpi_window_max_s:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("query", "window_s"),
+                        "msg": f"must be at most {settings.kpi_window_max_s:g} s",
+                        "type": "less_than_equal",
+                    }
+                ]
+            )
+        k = runtime.kpis(window_s)
+        if k is None:
+            raise HTTPException(503, "not enough snapshots yet", headers={"Retry-After": "1"})
+        names = [st.name for st in spec.stations]
+        end = runtime.history[-1].time_s
+        return KpisOut(
+            window_s=k.hours * 3600.0,
+            from_time_s=end - k.hours * 3600.0,
+            to_time_s=end,
+            throughput_per_hour=_scalar(k, "throughput_per_hour"),
+            scrap_per_hour=_scalar(k, "scrap_per_hour"),
+            scrap_rate=_scalar(k, "scrap_rate"),
+            energy_kwh_per_hour=_scalar(k, "energy_kwh_per_hour"),
+            energy_kwh_per_good_part=_scalar(k, "energy_kwh_per_good_part"),
+            profit_per_hour=_scalar(k, "profit_per_hour"),
+            oee=_scalar(k, "oee"),
+            availability={n: _finite(float(k.availability[0, i])) for i, n in enumerate(names)},
+            utilisation={n: _finite(float(k.utilisation[0, i])) for i, n in enumerate(names)},
+        )
+
+    @app.get(
+        "/v1/state/stream",
+        response_class=StreamingResponse,
+        responses={
+            **AUTH_ERRORS,
+            200: {
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "Server-sent events `snapshot`, each a `StateOut` JSON.",
+            },
+        },
+        tags=["line"],
+    )
+    async def get_state_stream(
+        request: Request,
+        max_events: Annotated[
+            int | None, Query(ge=1, le=MAX_STREAM_EVENTS, description="End after this many.")
+        ] = None,
+        _: Principal = read,
+    ) -> StreamingResponse:
+        """Server-sent events of the line's snapshots. A slow client only loses snapshots (a
+        bounded queue per stream; the twin never waits); the stream ends on shutdown."""
+        sub = runtime.twin.subscribe(maxsize=16)
+
+        async def events() -> AsyncIterator[bytes]:
+            sent = 0
+            metrics.sse_clients.inc()
+            try:
+                first = runtime.twin.latest
+                if first is not None:
+                    sent += 1
+                    yield _event(first)
+                while max_events is None or sent < max_events:
+                    if runtime.streams_closing.is_set() or sub.closed:
+                        break
+                    snap = sub.latest()
+                    if snap is None:
+                        if await request.is_disconnected():
+                            break
+                        await asyncio.sleep(0.02)
+                        continue
+                    sent += 1
+                    yield _event(snap)
+            finally:
+                metrics.sse_clients.dec()
+                runtime.twin.unsubscribe(sub)
+
+        def _event(snap: Snapshot) -> bytes:
+            data = json.dumps(jsonable_encoder(state_out(snap)), allow_nan=False)
+            return f"event: snapshot\nid: {snap.time_s:g}\ndata: {data}\n\n".encode()
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/v1/clients", response_model=ClientsOut, responses=AUTH_ERRORS, tags=["setpoints"])
+    def get_clients(_: Principal = read) -> ClientsOut:
+        """Each acknowledging client's last acknowledgement; `silent` past the threshold."""
+        limit = settings.silent_after_s
+        return ClientsOut(
+            silent_after_s=limit,
+            clients=[
+                ClientOut(
+                    client=a.client,
+                    last_version=a.version,
+                    last_ack_at=a.received_at,
+                    age_s=a.age_s,
+                    silent=a.age_s > limit,
+                )
+                for a in runtime.storage.acks()
+            ],
         )
 
     @app.get("/healthz", response_model=Health, tags=["operations"])

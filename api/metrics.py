@@ -14,10 +14,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _AckAges(Collector):
-    """`linetwin_ack_age_seconds{client}`: seconds since each client's last acknowledgement."""
+    """`linetwin_ack_age_seconds{client}`: seconds since each client's last acknowledgement;
+    `linetwin_client_silent{client}`: 1 when that age exceeds `silent_after_s`, else 0;
+    `linetwin_silent_clients`: how many are silent."""
 
-    def __init__(self, acks: Callable[[], list[AckRecord]]) -> None:
+    def __init__(self, acks: Callable[[], list[AckRecord]], silent_after_s: float) -> None:
         self._acks = acks
+        self.silent_after_s = silent_after_s
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -29,15 +32,27 @@ class _AckAges(Collector):
             records = self._acks()
         except StorageError:  # closed or unreadable storage: no samples, not a failed scrape
             records = []
+        silent = GaugeMetricFamily(
+            "linetwin_client_silent",
+            "1 when the client's last acknowledgement is older than the silence threshold.",
+            labels=["client"],
+        )
         for r in records:
             family.add_metric([r.client], r.age_s)
+            silent.add_metric([r.client], float(r.age_s > self.silent_after_s))
         yield family
+        yield silent
+        yield GaugeMetricFamily(
+            "linetwin_silent_clients",
+            "Clients whose last acknowledgement is older than the silence threshold.",
+            value=float(sum(r.age_s > self.silent_after_s for r in records)),
+        )
 
 
 class Metrics:
     """The counters, gauges and histograms of the service."""
 
-    def __init__(self, acks: Callable[[], list[AckRecord]]) -> None:
+    def __init__(self, acks: Callable[[], list[AckRecord]], silent_after_s: float = 60.0) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.cycles = Counter("linetwin_cycles", "Controller cycles run.", registry=r)
@@ -67,7 +82,13 @@ class Metrics:
             "linetwin_setpoint_not_modified", "GET /v1/setpoints answered 304.", registry=r
         )
         self.acks = Counter("linetwin_acks", "Acknowledgements stored.", registry=r)
-        r.register(_AckAges(acks))
+        self.rate_limited = Counter(
+            "linetwin_rate_limited", "Requests answered 429 (rate limit per key).", registry=r
+        )
+        self.sse_clients = Gauge(
+            "linetwin_state_stream_clients", "Open /v1/state/stream connections.", registry=r
+        )
+        r.register(_AckAges(acks, silent_after_s))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

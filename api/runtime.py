@@ -4,17 +4,26 @@
 cycle every `period_s` of line time; after each publish it caches the decision's encoded bytes
 (`Published`) and wakes long-pollers, both threads (`wait_newer`) and asyncio handlers
 (`wait_newer_async`, which never blocks the event loop).
+
+Engineers' changes of plant behaviour (approve, reject, override, release, rollback, objective,
+mode) each write one audit record. Setpoints an engineer sends (override, rollback) go through
+the controller's guard like the optimizer's: limits, grid, one `max_step` per publish. Held
+overrides lock their stations in the optimizer and keep ramping, one guarded step per cycle,
+until they reach their target. The mode, the objective and the held overrides are restored
+from the audit log on start (the mode only when the settings do not name one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import threading
 import time
+import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +35,11 @@ from api.metrics import Metrics
 from api.settings import Settings
 from api.storage import DecisionRecord, Storage, StorageError, database_path
 from models.dataset import recent_throughput
-from models.surrogate import Surrogate
+from models.surrogate import Surrogate, derived_kpis
 from optimizer.controller import Controller, Decision, Mode
+from optimizer.errors import OptimizerError
+from optimizer.problem import Objective
+from twin.kpi import Kpis, window_kpis
 from twin.params import compile_params
 from twin.realtime import RealtimeTwin
 from twin.sim import Twin
@@ -36,6 +48,34 @@ from twin.spec import SETPOINT_NAMES, LineSpec
 
 CYCLE_GRACE_S = 5.0
 """Wall seconds added to three controller periods before the last cycle counts as stale."""
+
+HISTORY_MAX = 20_000
+"""Most snapshots kept for KPI windows (whatever `kpi_window_max_s / tick_s` asks)."""
+
+
+class InvalidInputError(ApiError):
+    """A request names values the line does not allow; `errors` in FastAPI's 422 shape."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(str(e["msg"]) for e in errors))
+        self.errors = errors
+
+
+class StateConflictError(ApiError):
+    """The request does not fit the current state (nothing pending, wrong mode): 409."""
+
+
+class NotHeldError(ApiError):
+    """No override holds that station: 404."""
+
+
+@dataclass(frozen=True)
+class Surrogated:
+    """The surrogate's view of one candidate: KPI -> (mean, std), OOD score, in envelope."""
+
+    kpis: dict[str, tuple[float, float]]
+    ood_score: float
+    in_envelope: bool
 
 
 @dataclass(frozen=True)
@@ -72,7 +112,16 @@ class Runtime:
         try:
             self.audit = AuditLog(self.storage)
             self.keys = KeyStore(self.storage)
-            self.metrics = Metrics(self.storage.acks)
+            self.metrics = Metrics(self.storage.acks, settings.silent_after_s)
+            restored_mode = self._last_audit("mode.change")
+            explicit = "mode" in settings.model_fields_set
+            mode = settings.mode
+            if not explicit and restored_mode is not None:
+                mode = restored_mode["mode"]
+            self.mode_restored = not explicit and restored_mode is not None
+            restored_objective = self._last_audit("objective.change")
+            objective = None if restored_objective is None else Objective(**restored_objective)
+            restored_held = self._last_audit("override.set", "override.release")
             self.twin = RealtimeTwin(
                 Twin(spec, 1, seed=settings.seed), settings.tick_s, settings.speed
             )
@@ -80,10 +129,15 @@ class Runtime:
                 spec,
                 model,
                 self.storage,
-                mode=Mode(settings.mode),
+                mode=Mode(mode),
+                objective=objective,
                 budget_s=settings.budget_s,
                 apply=self._apply,
             )
+            self.overrides: dict[str, dict[str, float]] = (
+                {} if restored_held is None else dict(restored_held["held"])
+            )
+            self.controller.locked = tuple(self.overrides)
             latest = self.storage.latest_record()
         except BaseException:
             self.storage.close()
@@ -92,6 +146,14 @@ class Runtime:
         self._current: Published | None = None if latest is None else Published.of(latest)
         self._async_waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
         self._mode_lock = threading.Lock()
+        self._change_lock = threading.Lock()  # engineers' changes, one at a time
+        self._ramping = bool(self.overrides)
+        self.last_recent: float | None = None
+        """Good parts/h over the last controller period (the last cycle's input), or None."""
+        n_hist = math.ceil(settings.kpi_window_max_s / settings.tick_s) + 2
+        self.history: deque[Snapshot] = deque(maxlen=min(HISTORY_MAX, n_hist))
+        self.streams_closing = threading.Event()
+        """Set when the process shuts down: state streams end."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at: float | None = None
@@ -120,6 +182,7 @@ class Runtime:
         if self.stopped:
             return
         self.stopped = True
+        self.streams_closing.set()
         self._stop.set()
         try:
             self.twin.stop(timeout)
@@ -128,6 +191,10 @@ class Runtime:
                 self._thread.join(timeout)
             self._wake_all()
             self.storage.close()
+
+    def close_streams(self) -> None:
+        """End every open state stream (call before the HTTP server drains connections)."""
+        self.streams_closing.set()
 
     def __enter__(self) -> Runtime:
         self.start()
@@ -143,6 +210,7 @@ class Runtime:
     def _loop(self, sub: Any, first: Snapshot) -> None:
         period = self.settings.period_s
         history: deque[Snapshot] = deque([first])
+        self.history.append(first)
         last_cycle_line_s = first.time_s
         while not self._stop.is_set():
             snap = sub.get(timeout=0.25)
@@ -151,6 +219,7 @@ class Runtime:
             snap = sub.latest() or snap  # skip what piled up during a slow cycle
             received = time.time()
             history.append(snap)
+            self.history.append(snap)
             while len(history) > 1 and history[1].time_s <= snap.time_s - period:
                 history.popleft()
             if snap.time_s - last_cycle_line_s < period - 1e-9:
@@ -168,9 +237,13 @@ class Runtime:
         """Run one controller cycle on `snap` (recent good parts/h; wall time it arrived) and
         publish its decision; errors are kept in `cycle_error` and counted, not raised."""
         t0 = time.perf_counter()
+        self.last_recent = recent
         try:
             decision = self.controller.cycle(snap, recent, received)
             record = self.storage.latest_record()
+            if self._ramping and self.overrides:
+                self._step_overrides()
+                record = self.storage.latest_record()
         except Exception as exc:  # keep looping; readyz reports the stale cycle
             self.cycle_error = exc
             self.metrics.cycle_errors.inc()
@@ -263,15 +336,315 @@ class Runtime:
             self.controller.set_mode(new, self.twin.twin.setpoints[0])
         return old, record
 
+    # -- the audit log as memory -----------------------------------------------------------
+    def _last_audit(self, *actions: str) -> Any:
+        """The `new` value of the newest audit record with one of `actions`, or None."""
+        marks = ", ".join("?" for _ in actions)
+        with self.storage.read("read last audit record") as con:
+            row = con.execute(
+                f"SELECT new FROM audit WHERE action IN ({marks}) ORDER BY seq DESC LIMIT 1",
+                actions,
+            ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    # -- engineers' changes ----------------------------------------------------------------
+    def running(self) -> np.ndarray:
+        """What the plant runs now `(n_stations, 2)` (scenario 0 of the real-time twin)."""
+        return self.twin.twin.setpoints[0]
+
+    def latest_snapshot(self) -> Snapshot:
+        """The newest snapshot (a fresh one before the twin runs)."""
+        snap = self.twin.latest
+        return snap if snap is not None else self.twin.twin.snapshot()
+
+    def _publish_decision(self) -> Published:
+        record = self.storage.latest_record()
+        assert record is not None
+        published = Published.of(record)
+        self._publish(published)
+        return published
+
+    def approve(
+        self, decision_id: str, *, actor: str, reason: str
+    ) -> tuple[Published, AuditRecord]:
+        """Apply the pending advisory decision `decision_id` through `Controller.approve`
+        (which re-checks it with the guard) and audit it."""
+        with self._change_lock:
+            pending = self.controller.pending
+            if self.controller.mode is not Mode.ADVISORY:
+                raise StateConflictError(f"approvals need advisory mode (mode is {self.mode})")
+            if pending is None or pending.id != decision_id:
+                raise StateConflictError(self._pending_text(decision_id, pending))
+            old = self.current
+            try:
+                approved = self.controller.approve(decision_id, self.running())
+            except OptimizerError as exc:  # it stopped pending meanwhile
+                raise StateConflictError(str(exc)) from None
+            published = self._publish_decision()
+            record = self.audit.append(
+                actor,
+                "decision.approve",
+                old={"version": None if old is None else old.version, "pending": pending.id},
+                new={
+                    "version": approved.version,
+                    "id": approved.id,
+                    "setpoints": approved.setpoint_mapping(self.spec),
+                    "reasons": list(approved.reasons),
+                },
+                reason=reason,
+            )
+        return published, record
+
+    def reject(self, decision_id: str, *, actor: str, reason: str) -> AuditRecord:
+        """Drop the pending advisory decision `decision_id` (the plant keeps what it runs)."""
+        with self._change_lock, self.controller._lock:
+            pending = self.controller.pending
+            if self.controller.mode is not Mode.ADVISORY:
+                raise StateConflictError(f"rejections need advisory mode (mode is {self.mode})")
+            if pending is None or pending.id != decision_id:
+                raise StateConflictError(self._pending_text(decision_id, pending))
+            record = self.audit.append(
+                actor,
+                "decision.reject",
+                old={"pending": pending.id, "version": pending.version},
+                new={"pending": None},
+                reason=reason,
+            )
+            self.controller.pending = None
+        return record
+
+    @staticmethod
+    def _pending_text(decision_id: str, pending: Decision | None) -> str:
+        if pending is None:
+            return f"no decision is pending (asked for {decision_id!r})"
+        return f"decision {decision_id!r} is not the pending one ({pending.id!r})"
+
+    def _guarded_publish(self, proposal: np.ndarray, why: str) -> tuple[Decision, list[str]]:
+        """Publish `proposal` through the guard as an applied decision; the caller holds the
+        controller's lock and a storage write transaction."""
+        c = self.controller
+        running = self.running()
+        result = c.guard.check(proposal, running)
+        reasons = [why, *(str(r) for r in result.reasons)]
+        snap = self.twin.latest
+        decision = Decision(
+            id=uuid.uuid4().hex,
+            version=self.storage.next_version(),
+            line_time_s=float(snap.time_s if snap is not None else self.twin.twin.time_s),
+            created_at=c.clock(),
+            mode=c.mode,
+            setpoints=result.setpoints,
+            target=result.target,
+            predicted={},
+            status=why,
+            gap=None,
+            solve_seconds=0.0,
+            reasons=tuple(reasons),
+            fallback=result.fallback,
+            applied=not result.fallback,
+        )
+        self.storage.publish(decision)
+        if c.pending is not None:  # a recommendation made before this is stale now
+            c.pending = None
+        return decision, reasons
+
+    def _held_proposal(self, base: np.ndarray) -> np.ndarray:
+        out = np.array(base, dtype=float, copy=True)
+        names = [st.name for st in self.spec.stations]
+        for station, entries in self.overrides.items():
+            for name, value in entries.items():
+                out[names.index(station), SETPOINT_NAMES.index(name)] = value
+        return out
+
+    def override(
+        self, values: dict[str, dict[str, float]], *, actor: str, reason: str
+    ) -> tuple[Published, AuditRecord]:
+        """Hold `values` on their stations: validated, published through the guard now (one
+        rate-limited step), then held (locked for the optimizer) and ramped on each cycle."""
+        errors = self.check_values(values)
+        if errors:
+            raise InvalidInputError(errors)
+        with self._change_lock, self.controller._lock, self.storage.write("override"):
+            old = {k: dict(v) for k, v in self.overrides.items()}
+            held = {k: dict(v) for k, v in old.items()}
+            for station, entries in values.items():
+                held.setdefault(station, {}).update({k: float(v) for k, v in entries.items()})
+            self.overrides = held
+            decision, reasons = self._guarded_publish(
+                self._held_proposal(self.running()), "override"
+            )
+            self.controller.locked = tuple(held)
+            record = self.audit.append(
+                actor,
+                "override.set",
+                old={"held": old},
+                new={
+                    "held": held,
+                    "version": decision.version,
+                    "setpoints": decision.setpoint_mapping(self.spec),
+                    "reasons": reasons,
+                },
+                reason=reason,
+            )
+            self._ramping = "ramped" in reasons
+        self._apply(decision.setpoints)
+        return self._publish_decision(), record
+
+    def _step_overrides(self) -> None:
+        """One more guarded step toward the held overrides (after a cycle), until reached."""
+        with self.controller._lock, self.storage.write("override step"):
+            decision, reasons = self._guarded_publish(
+                self._held_proposal(self.running()), "override"
+            )
+            self._ramping = "ramped" in reasons
+        self._apply(decision.setpoints)
+
+    def release(self, station: str, *, actor: str, reason: str) -> AuditRecord:
+        """Stop holding the override of `station`: the controller decides it again."""
+        with self._change_lock, self.controller._lock:
+            if station not in self.overrides:
+                raise NotHeldError(f"no override holds station {station!r}")
+            old = {k: dict(v) for k, v in self.overrides.items()}
+            held = {k: v for k, v in old.items() if k != station}
+            record = self.audit.append(
+                actor, "override.release", old={"held": old}, new={"held": held}, reason=reason
+            )
+            self.overrides = held
+            self.controller.locked = tuple(held)
+        return record
+
+    def rollback(self, version: int, *, actor: str, reason: str) -> tuple[Published, AuditRecord]:
+        """Publish the setpoints of decision `version` again, through the guard (held
+        overrides stay held)."""
+        stored = self.storage.decision(version)
+        if stored is None:
+            raise InvalidInputError(
+                [
+                    {
+                        "loc": ("body", "version"),
+                        "msg": f"no published decision version {version}",
+                        "type": "value_error",
+                    }
+                ]
+            )
+        earlier = self.storage.to_decision(stored)
+        with self._change_lock, self.controller._lock, self.storage.write("rollback"):
+            old = self.current
+            decision, reasons = self._guarded_publish(
+                self._held_proposal(earlier.setpoints), "rollback"
+            )
+            record = self.audit.append(
+                actor,
+                "decision.rollback",
+                old={"version": None if old is None else old.version},
+                new={
+                    "to_version": version,
+                    "version": decision.version,
+                    "setpoints": decision.setpoint_mapping(self.spec),
+                    "reasons": reasons,
+                },
+                reason=reason,
+            )
+        self._apply(decision.setpoints)
+        return self._publish_decision(), record
+
+    @property
+    def ramping(self) -> bool:
+        """Whether held overrides are still ramping toward their targets."""
+        return self._ramping
+
+    @property
+    def objective(self) -> Objective:
+        return self.controller.objective
+
+    def set_objective(
+        self, values: dict[str, Any], *, actor: str, reason: str
+    ) -> tuple[Objective, AuditRecord]:
+        """Replace the objective (used from the next cycle on); `ProblemError` names a bad
+        field."""
+        new = Objective(**values)
+        with self._change_lock, self.controller._lock:
+            old = self.controller.objective
+            record = self.audit.append(
+                actor, "objective.change", old=asdict(old), new=asdict(new), reason=reason
+            )
+            self.controller.objective = new
+        return old, record
+
+    # -- what-if and KPIs ------------------------------------------------------------------
+    def candidate_arrays(
+        self, candidates: list[dict[str, dict[str, float]]]
+    ) -> tuple[Snapshot, np.ndarray]:
+        """Validate candidates and fill what they leave out from what the plant runs:
+        (the snapshot they start from, setpoints `(n, n_stations, 2)`)."""
+        errors: list[dict[str, Any]] = []
+        for j, c in enumerate(candidates):
+            errors += self.check_values(c, ("body", "candidates", j))
+        if errors:
+            raise InvalidInputError(errors)
+        snap = self.latest_snapshot()
+        names = [st.name for st in self.spec.stations]
+        out = np.repeat(snap.setpoints[:1], len(candidates), axis=0).astype(float)
+        for j, c in enumerate(candidates):
+            for station, entries in c.items():
+                for name, value in entries.items():
+                    out[j, names.index(station), SETPOINT_NAMES.index(name)] = value
+        return snap, out
+
+    def surrogate_whatif(self, snap: Snapshot, setpoints: np.ndarray) -> list[Surrogated]:
+        """The surrogate's KPIs (mean, calibrated std) for each candidate from `snap`."""
+        schema, model = self.model.schema, self.model
+        recent = self.last_recent if self.last_recent is not None else 0.0
+        state = schema.state_features(snap, np.array([recent]))[:1]
+        x = schema.setpoint_features(setpoints)
+        pred = model.predict_batched(state, x)
+        kpis = derived_kpis(self.spec.economics, pred.members)
+        scale = float(np.mean(model.band_scale[:3]))
+        ood = model.ood_score(state, x)
+        out = []
+        for j in range(setpoints.shape[0]):
+            k = {n: (float(v[:, j].mean()), float(v[:, j].std() * scale)) for n, v in kpis.items()}
+            k["energy_kwh_per_hour"] = (float(pred.mean[j, 2]), float(pred.std[j, 2]))
+            out.append(Surrogated(k, float(ood[j]), bool(ood[j] <= model.ood_threshold)))
+        return out
+
+    def twin_whatif(
+        self, snap: Snapshot, setpoints: np.ndarray, seeds: int, hours: float, seed: int
+    ) -> list[Kpis]:
+        """KPIs of `seeds` forked twin runs of `hours` per candidate (common random numbers:
+        every candidate sees the same `seeds` streams)."""
+        out = []
+        for j in range(setpoints.shape[0]):
+            twin = Twin.fork(snap, seeds, seed=seed)
+            twin.set_setpoints(np.broadcast_to(setpoints[j], (seeds, *setpoints.shape[1:])))
+            start = twin.snapshot()
+            end = twin.run(hours * 3600.0)
+            out.append(window_kpis(start, end))
+        return out
+
+    def kpis(self, window_s: float) -> Kpis | None:
+        """KPIs over the last `window_s` line s of the runtime's snapshots (shorter when the
+        history is shorter); None before two snapshots."""
+        snaps = list(self.history)
+        if len(snaps) < 2:
+            return None
+        end = snaps[-1]
+        start = next((s for s in snaps if s.time_s >= end.time_s - window_s - 1e-9), snaps[0])
+        if start.time_s >= end.time_s:
+            start = snaps[-2]
+        return window_kpis(start, end)
+
     # -- acknowledgements ------------------------------------------------------------------
-    def check_values(self, values: Any) -> list[dict[str, Any]]:
+    def check_values(
+        self, values: Any, where: tuple[str | int, ...] = ("body", "values")
+    ) -> list[dict[str, Any]]:
         """Check `{station: {setpoint: value}}` against the line's stations and limits; return
-        validation errors (FastAPI's `loc`/`msg`/`type` shape, under `body.values`)."""
+        validation errors (FastAPI's `loc`/`msg`/`type` shape, under `where`)."""
         errors: list[dict[str, Any]] = []
         names = [s.name for s in self.spec.stations]
 
         def error(loc: tuple[str, ...], msg: str) -> None:
-            errors.append({"loc": ("body", "values", *loc), "msg": msg, "type": "value_error"})
+            errors.append({"loc": (*where, *loc), "msg": msg, "type": "value_error"})
 
         if not isinstance(values, dict) or not values:
             error((), "expected an object of stations with the setpoints applied")

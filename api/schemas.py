@@ -149,3 +149,165 @@ class Readiness(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=1000, description="Why (audited).")]
+SetpointValues = dict[str, dict[str, FiniteNumber]]
+
+
+class ReasonIn(_Strict):
+    reason: Reason
+
+
+class ChangeOut(BaseModel):
+    """A change of plant behaviour: the decision it published (if any) and its audit record."""
+
+    version: int | None = Field(description="Version published by the change; null when none.")
+    audit_seq: int
+
+
+class DecisionChangeOut(BaseModel):
+    """A change that published a decision, with the decision and its audit record."""
+
+    decision: DecisionOut
+    audit_seq: int
+
+
+class OverrideIn(_Strict):
+    values: SetpointValues = Field(
+        description="{station: {setpoint: value}} to hold, inside the line's limits."
+    )
+    reason: Reason
+
+
+class OverridesOut(BaseModel):
+    """Setpoints engineers hold: {station: {setpoint: value}} (locked for the optimizer)."""
+
+    held: dict[str, dict[str, float]]
+    ramping: bool = Field(description="Whether the plant is still ramping toward them.")
+
+
+class RollbackIn(_Strict):
+    version: Annotated[int, Field(ge=1, strict=True)] = Field(
+        description="The earlier decision whose setpoints to publish again."
+    )
+    reason: Reason
+
+
+class ObjectiveOut(BaseModel):
+    """Profit weights and caps (profit/h = good·good/h - scrap·scrap/h - energy·kWh/h)."""
+
+    good_weight: float
+    scrap_weight: float
+    energy_weight: float
+    energy_cap_kwh_per_hour: float | None
+    scrap_rate_cap: float | None
+
+
+class ObjectiveIn(_Strict):
+    good_weight: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+    scrap_weight: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+    energy_weight: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+    energy_cap_kwh_per_hour: Annotated[
+        float | None, Field(gt=0, allow_inf_nan=False, strict=True)
+    ] = None
+    scrap_rate_cap: Annotated[float | None, Field(gt=0, lt=1, allow_inf_nan=False, strict=True)] = (
+        None
+    )
+    reason: Reason
+
+
+class ObjectiveChangeOut(BaseModel):
+    objective: ObjectiveOut
+    previous: ObjectiveOut
+    audit_seq: int
+
+
+class WhatIfTwinIn(_Strict):
+    """Forked twin runs from the latest snapshot: `seeds` runs of `hours` per candidate."""
+
+    seeds: Annotated[int, Field(ge=2, le=32, strict=True)] = 4
+    hours: Annotated[float, Field(gt=0, le=8, allow_inf_nan=False)] = 1.0
+    seed: Annotated[int, Field(ge=0, strict=True)] = 0
+
+
+class WhatIfIn(_Strict):
+    candidates: Annotated[list[SetpointValues], Field(min_length=1, max_length=64)] = Field(
+        description="Candidate setpoints; what one leaves out stays as the plant runs it."
+    )
+    twin: WhatIfTwinIn | None = Field(
+        default=None, description="Also run forked twins (at most 8 candidates)."
+    )
+
+
+class Interval(BaseModel):
+    """A KPI over forked runs: mean, std across runs and a 95% confidence interval of the mean
+    (Student t); null when not finite (no good parts, say)."""
+
+    mean: float | None
+    std: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class WhatIfResult(BaseModel):
+    setpoints: dict[str, dict[str, float]]
+    surrogate: dict[str, Estimate] = Field(description="KPI -> mean and calibrated std.")
+    ood_score: float | None
+    in_envelope: bool = Field(description="OOD score within the surrogate's threshold.")
+    twin: dict[str, Interval] | None = Field(description="KPI -> forked-run interval.")
+
+
+class WhatIfOut(BaseModel):
+    line_time_s: float = Field(description="Line time of the snapshot evaluated from.")
+    results: list[WhatIfResult]
+    runs: int = Field(description="Forked twin runs per candidate (0: none).")
+    hours: float = Field(description="Line hours per forked run.")
+
+
+class KpisOut(BaseModel):
+    """KPIs of the real-time line over a recent window (null when not finite)."""
+
+    window_s: float = Field(description="Actual window, line s (shorter early on).")
+    from_time_s: float
+    to_time_s: float
+    throughput_per_hour: float | None
+    scrap_per_hour: float | None
+    scrap_rate: float | None
+    energy_kwh_per_hour: float | None
+    energy_kwh_per_good_part: float | None
+    profit_per_hour: float | None
+    oee: float | None
+    availability: dict[str, float | None]
+    utilisation: dict[str, float | None]
+
+
+class ClientOut(BaseModel):
+    client: str = Field(description="The acknowledging key's id.")
+    last_version: int
+    last_ack_at: float
+    age_s: float
+    silent: bool = Field(description="Last acknowledgement older than the silence threshold.")
+
+
+class ClientsOut(BaseModel):
+    silent_after_s: float
+    clients: list[ClientOut]
+
+
+class StationSpecOut(BaseModel):
+    name: str
+    cycle_time_s: float
+    setpoints: dict[str, dict[str, Any]] = Field(
+        description="{setpoint: {min, max, nominal, max_step, resolution, grid}}."
+    )
+    buffer_after: int | None
+
+
+class LineOut(BaseModel):
+    """The validated line spec served (the full spec is in `spec`)."""
+
+    name: str
+    spec_hash: str
+    stations: list[StationSpecOut]
+    spec: dict[str, Any]

@@ -76,7 +76,7 @@ def serve(
         runtime.start()
         click.echo(
             f"serving line {spec.name!r} on http://{settings.host}:{settings.port} "
-            f"({settings.mode} mode, {settings.speed:g}x); data in {settings.data_dir}",
+            f"({runtime.mode} mode, {settings.speed:g}x); data in {settings.data_dir}",
             err=True,
         )
         # uvicorn shuts down gracefully on SIGTERM or SIGINT, then `_Server.shutdown` stops
@@ -97,6 +97,7 @@ def _server_class() -> type:
             self.runtime = runtime
 
         async def shutdown(self, sockets: Any = None) -> None:
+            self.runtime.close_streams()  # open event streams end, so connections drain
             await super().shutdown(sockets)
             self.runtime.stop()  # finishes the current cycle's write, closes the storage
             click.echo("linetwin serve: stopped", err=True)

@@ -54,6 +54,27 @@ class Settings(BaseModel):
         default=0.08, gt=0, allow_inf_nan=False, description="Wall seconds per controller cycle."
     )
     seed: int = Field(default=0, description="Seed of the real-time twin.")
+    rate_per_s: float = Field(
+        default=200.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Requests per second each API key may sustain (token bucket); 0: no limit.",
+    )
+    rate_burst: int = Field(
+        default=400, ge=1, description="Requests an API key may make at once (bucket size)."
+    )
+    silent_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Wall seconds without an acknowledgement before a client counts as silent.",
+    )
+    kpi_window_max_s: float = Field(
+        default=3600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Longest KPI window, line s (the runtime keeps this much snapshot history).",
+    )
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
