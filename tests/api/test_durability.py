@@ -99,7 +99,15 @@ def check(
 ) -> None:
     """Everything acknowledged is stored exactly once; at most one unacknowledged write of
     each kind per killed run; no gaps; the audit chain verifies."""
-    con = sqlite3.connect(db)
+    if not db.exists():  # killed before it opened the database: nothing can be acknowledged
+        assert not decisions and not acks and not audit
+        return
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)  # never create it from here
+    tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master")}
+    if "decisions" not in tables:  # killed while creating the schema (its transaction rolled back)
+        con.close()
+        assert not decisions and not acks and not audit
+        return
     stored = dict(con.execute("SELECT id, version FROM decisions").fetchall())
     versions = [v for (v,) in con.execute("SELECT version FROM decisions ORDER BY version")]
     ack_rows = Counter(con.execute("SELECT client, version FROM acknowledgements").fetchall())
