@@ -25,7 +25,7 @@ from optimizer.errors import OptimizerError
 from optimizer.exact import solve_exact
 from optimizer.fast import Solution, solve_fast
 from optimizer.guard import Reason, SetpointGuard
-from optimizer.problem import SPREAD_FACTOR, Objective, make_problem, profit_spread
+from optimizer.problem import RISK_AVERSION, Objective, make_problem
 from twin.params import setpoints_to_mapping
 from twin.snapshot import Snapshot
 from twin.spec import LineSpec
@@ -301,9 +301,6 @@ class Controller:
                 return None, Reason.MODEL_FAILED
             if here > STATE_OOD_FACTOR * self.model.ood_threshold:
                 return None, Reason.OUT_OF_ENVELOPE
-            spread = SPREAD_FACTOR * float(
-                profit_spread(self.model, state, current, self.objective)[0]
-            )
             problem = make_problem(
                 self.spec,
                 schema,
@@ -312,7 +309,7 @@ class Controller:
                 self.objective,
                 locked=self.locked,
                 ood_limit=self.model.ood_threshold,
-                spread_limit=spread,
+                risk_aversion=RISK_AVERSION,
             )
         except Exception:  # whatever the model raised: hold last-known-good, keep looping
             return None, Reason.MODEL_FAILED

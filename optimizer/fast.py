@@ -70,6 +70,8 @@ def _score(
     timings.surrogate += time.perf_counter() - t0
     w = problem.objective.weights(model.schema.n_outputs)
     obj = pred.mean @ w
+    if problem.risk_aversion > 0:  # pessimistic: mean minus k member standard deviations
+        obj = obj - problem.risk_aversion * (pred.members @ w).std(axis=0)
     viol = np.zeros(len(x))
     for a, b in problem.objective.constraint_rows(model.schema.n_outputs):
         viol = np.maximum(viol, pred.mean @ a - b)
@@ -121,6 +123,9 @@ def multistart(
         members = model.predict_torch(state, x)
         y = members.mean(dim=0)
         f = (y * w).sum(dim=1) / scale
+        if problem.risk_aversion > 0:
+            member_profit = (members * w).sum(dim=2)
+            f = f - problem.risk_aversion * member_profit.std(dim=0, unbiased=False) / scale
         if problem.spread_limit is not None:
             spread = (members * w).sum(dim=2).std(dim=0, unbiased=False)
             f = f - CAP_PENALTY * torch.relu(spread - problem.spread_limit) / scale

@@ -19,7 +19,7 @@ from models.surrogate import Surrogate, derived_kpis
 from optimizer.exact import solve_exact
 from optimizer.fast import Solution, solve_fast
 from optimizer.pareto import pareto_front
-from optimizer.problem import SPREAD_FACTOR, Objective, make_problem, profit_spread
+from optimizer.problem import RISK_AVERSION, Objective, make_problem
 from twin import Twin, window_kpis
 from twin.params import setpoints_to_mapping
 from twin.spec import LineSpec
@@ -71,9 +71,14 @@ def optimize_line(
     schema = model.schema
     current = schema.setpoint_features(nominal[None])[0]
     objective = objective or Objective.from_economics(spec.economics)
-    spread = SPREAD_FACTOR * float(profit_spread(model, state, current, objective)[0])
     problem = make_problem(
-        spec, schema, state, current, objective, ood_limit=model.ood_threshold, spread_limit=spread
+        spec,
+        schema,
+        state,
+        current,
+        objective,
+        ood_limit=model.ood_threshold,
+        risk_aversion=RISK_AVERSION,
     )
     if exact:
         sol = solve_exact(model, problem, time_limit_s=time_limit_s)
