@@ -8,6 +8,11 @@ for `stale_after_s`, the poller keeps its last-known-good setpoints and reports 
 (`poller.stale`, and `on_stale(True)`); it never invents setpoints. The first answer from the
 server afterwards makes it fresh again (`on_stale(False)`).
 
+Only decisions the service marks `applied` (closed mode, or approved in advisory mode) go to
+`apply`: an advisory or manual-mode recommendation awaiting an engineer goes to `on_advice`
+instead and is neither applied nor acknowledged (`only_applied=False` passes every decision to
+`apply`, for observers).
+
 One implementation, synchronous (an `httpx.Client`): call `poll_once()` yourself, or `run(stop)`
 in a thread of its own::
 
@@ -72,6 +77,9 @@ class PolledDecision:
     setpoints: Setpoints
     payload: dict[str, Any]
     received_at: float
+    applied: bool = True
+    """Whether the service sent it to the plant (closed mode, or approved in advisory mode);
+    False for an advisory or manual-mode recommendation awaiting an engineer."""
     """Wall time it was received, s since the epoch."""
 
 
@@ -83,6 +91,8 @@ class PollStats:
     """GET /v1/setpoints requests sent."""
     decisions: int = 0
     """New decisions applied."""
+    advice: int = 0
+    """New decisions the service did not apply (advisory/manual mode), not passed to `apply`."""
     not_modified: int = 0
     """304 answers: the applied version is still current."""
     no_decision: int = 0
@@ -172,7 +182,10 @@ class SetpointPoller:
     `wait_s + read_timeout_s` before it counts as failed. Errors back off from
     `backoff_initial_s` doubling up to `backoff_max_s`, with jitter drawn from `rng` (a
     `random.Random`; pass a seeded one for reproducible delays). After `stale_after_s` without
-    an answer from the server the poller is stale. `transport` replaces httpx's (tests).
+    an answer from the server the poller is stale (a transport error, a timeout, a 5xx or
+    429 is no answer; a 304, a 200, or a fatal 4xx is). A Retry-After is honoured up to
+    `max(backoff_max_s, 1)`. With `wait_s=0`, and while the server has published nothing yet
+    (503), `run` pauses `poll_interval_s` between rounds. `transport` replaces httpx's (tests).
     """
 
     def __init__(
@@ -182,6 +195,8 @@ class SetpointPoller:
         *,
         apply: Callable[[PolledDecision], Mapping[str, Mapping[str, float]] | None] | None = None,
         on_stale: Callable[[bool], None] | None = None,
+        on_advice: Callable[[PolledDecision], None] | None = None,
+        only_applied: bool = True,
         acknowledge: bool = True,
         wait_s: float = 25.0,
         connect_timeout_s: float = 5.0,
@@ -202,6 +217,8 @@ class SetpointPoller:
         self.poll_interval_s = _check_positive("poll_interval_s", poll_interval_s)
         self.apply = apply
         self.on_stale = on_stale
+        self.on_advice = on_advice
+        self.only_applied = only_applied
         self.acknowledge = acknowledge
         self.stats = PollStats()
         self._backoff = Backoff(
@@ -218,6 +235,7 @@ class SetpointPoller:
             transport=transport,
         )
         self._decision: PolledDecision | None = None
+        self._seen: PolledDecision | None = None  # the newest decision received (its ETag)
         self._pending_ack: tuple[int, Setpoints] | None = None
         self._stale = False
         self._last_contact = time.monotonic()  # the staleness clock starts at construction
@@ -229,6 +247,11 @@ class SetpointPoller:
     def decision(self) -> PolledDecision | None:
         """The last-known-good decision (the last one applied), or None before the first."""
         return self._decision
+
+    @property
+    def latest(self) -> PolledDecision | None:
+        """The newest decision received, applied by the service or not (advice), or None."""
+        return self._seen
 
     @property
     def setpoints(self) -> Setpoints | None:
@@ -253,7 +276,7 @@ class SetpointPoller:
     # -- one round -------------------------------------------------------------------------
     def poll_once(self, wait_s: float | None = None) -> PolledDecision | None:
         """Send a pending acknowledgement, then one (long) poll; return the new decision once
-        applied, or None (no change, or nothing published yet).
+        applied, or None (no change, nothing published yet, or only advice).
 
         Raises `TransientError` when the server is unreachable or answers a retryable error
         (the stale state is updated first), `PollerError` on a fatal answer (401, 403, ...),
@@ -263,8 +286,8 @@ class SetpointPoller:
         self._idle_s = 0.0
         self._flush_ack()
         headers = {}
-        if self._decision is not None:
-            headers["If-None-Match"] = self._decision.etag
+        if self._seen is not None:
+            headers["If-None-Match"] = self._seen.etag
         self.stats.requests += 1
         try:
             response = self._client.get(
@@ -296,8 +319,14 @@ class SetpointPoller:
         except ValueError as exc:
             raise self._failed(f"GET /v1/setpoints: malformed answer: {exc}") from None
         self._contact()
-        if self._decision is not None and decision.etag == self._decision.etag:
-            self.stats.not_modified += 1  # a 200 of the version already applied
+        if self._seen is not None and decision.etag == self._seen.etag:
+            self.stats.not_modified += 1  # a 200 of the version already seen
+            return None
+        if self.only_applied and not decision.applied:
+            self._seen = decision
+            self.stats.advice += 1
+            if self.on_advice is not None:
+                self.on_advice(decision)
             return None
         applied = decision.setpoints
         if self.apply is not None:
@@ -310,7 +339,7 @@ class SetpointPoller:
                 applied = {
                     str(s): {str(k): float(v) for k, v in e.items()} for s, e in result.items()
                 }
-        self._decision = decision
+        self._decision = self._seen = decision
         self.stats.decisions += 1
         if self.acknowledge:
             self._pending_ack = (decision.version, applied)
@@ -326,7 +355,10 @@ class SetpointPoller:
             raise ValueError("version: expected an integer")
         etag = response.headers.get("ETag") or f'"{version}"'
         setpoints = _parse_setpoints(body.get("setpoints"))
-        return PolledDecision(version, etag, setpoints, body, time.time())
+        applied = body.get("applied", True)
+        if not isinstance(applied, bool):
+            raise ValueError("applied: expected true or false")
+        return PolledDecision(version, etag, setpoints, body, time.time(), applied)
 
     def _flush_ack(self) -> None:
         """POST the pending acknowledgement; kept for the next round if the server is away."""

@@ -19,7 +19,7 @@ from api.errors import UsageError
 @click.option(
     "--ack",
     is_flag=True,
-    help="Acknowledge each decision as applied unchanged (needs a controller key).",
+    help="Acknowledge each applied decision as applied unchanged (needs a controller key).",
 )
 @click.option(
     "--wait", "wait_s", type=float, default=25.0, show_default=True, help="Long-poll wait, s."
@@ -36,7 +36,8 @@ def poll(
     url: str, key: str, once: bool, as_json: bool, ack: bool, wait_s: float, stale_after_s: float
 ) -> None:
     """Long-poll the service at URL and print one line per new decision: its version, its
-    setpoints and whether they are stale.
+    setpoints, whether they are stale and whether the service applied them (false: advice
+    awaiting an engineer, in advisory or manual mode; never acknowledged by --ack).
 
     When the server stays silent for --stale-after seconds, a line with the last-known-good
     setpoints and `stale: true` is printed (and one with `stale: false` when it answers
@@ -53,6 +54,7 @@ def poll(
             "version": None if decision is None else decision.version,
             "setpoints": None if decision is None else decision.setpoints,
             "stale": stale,
+            "applied": None if decision is None else decision.applied,
         }
         if decision is not None:
             line["mode"] = decision.payload.get("mode")
@@ -69,7 +71,8 @@ def poll(
             for station, entries in decision.setpoints.items()
             for name, value in entries.items()
         )
-        click.echo(f"{event} version {decision.version} ({state}): {values}")
+        kind = "" if decision.applied else ", advice only"
+        click.echo(f"{event} version {decision.version} ({state}{kind}): {values}")
 
     def apply(decision: PolledDecision) -> None:
         # called by the poller right after the server answered: never stale here
@@ -82,7 +85,7 @@ def poll(
         if once:  # --once wants a decision, not a report of silence
             stop.set()
             return
-        emit("stale" if stale else "fresh", poller.decision, stale)
+        emit("stale" if stale else "fresh", poller.latest, stale)
 
     try:
         poller = SetpointPoller(
@@ -90,6 +93,7 @@ def poll(
             key,
             apply=apply,
             on_stale=on_stale,
+            on_advice=apply,  # printed too; acknowledged never
             acknowledge=ack,
             wait_s=wait_s,
             stale_after_s=stale_after_s,

@@ -26,10 +26,16 @@ class LiveServer:
     """`Runtime` + uvicorn serving `create_app(runtime)` on 127.0.0.1:`port`, on `data_dir`."""
 
     def __init__(
-        self, spec: LineSpec, model_dir: Path, data_dir: Path, port: int, speed: float
+        self,
+        spec: LineSpec,
+        model_dir: Path,
+        data_dir: Path,
+        port: int,
+        speed: float,
+        mode: str = "closed",
     ) -> None:
         self.spec, self.model_dir, self.data_dir = spec, model_dir, data_dir
-        self.port, self.speed = port, speed
+        self.port, self.speed, self.mode = port, speed, mode
         self.runtime: Runtime | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -40,7 +46,7 @@ class LiveServer:
 
     def start(self) -> Runtime:
         settings = Settings.load(
-            {}, data_dir=self.data_dir, model_dir=self.model_dir, speed=self.speed
+            {}, data_dir=self.data_dir, model_dir=self.model_dir, speed=self.speed, mode=self.mode
         )
         runtime = Runtime(settings, self.spec, load(self.model_dir, self.spec))
         config = uvicorn.Config(
@@ -65,13 +71,14 @@ class LiveServer:
         return runtime
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            # long polls in flight end with the runtime: it wakes every waiter on stop
+        """Stop uvicorn first (in-flight requests end), then the runtime (it closes the
+        storage: closing SQLite connections under a running request can crash the process)."""
+        try:
+            if self._server is not None and self._thread is not None:
+                self._server.should_exit = True
+                self._thread.join(20)
+                assert not self._thread.is_alive(), "uvicorn did not stop"
+        finally:
             if self.runtime is not None:
                 self.runtime.stop()
-            self._thread.join(20)
-            assert not self._thread.is_alive(), "uvicorn did not stop"
-        elif self.runtime is not None:
-            self.runtime.stop()
-        self._server = self._thread = None
+            self._server = self._thread = None

@@ -204,7 +204,7 @@ def test_cli_once_json(server: LiveServer, cli: Any) -> None:
     lines = r.out.splitlines()
     assert len(lines) == 1, r.out
     line = json.loads(lines[0])
-    assert line["event"] == "decision" and line["stale"] is False
+    assert line["event"] == "decision" and line["stale"] is False and line["applied"] is True
     assert line["version"] >= 1
     assert set(line["setpoints"]) == {"a", "b"}
 
@@ -332,3 +332,33 @@ def test_backoff_is_bounded_exponential_with_injected_jitter() -> None:
     assert [again.next_delay() for _ in range(8)] == delays  # the jitter comes from the rng
     b.reset()
     assert b.next_delay() <= 0.5
+
+
+def test_advice_is_not_applied_nor_acknowledged() -> None:
+    posts: list[Any] = []
+    gets: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            posts.append(json.loads(request.content))
+            return httpx.Response(200, json={})
+        gets.append(request.headers.get("If-None-Match"))
+        if len(gets) == 1:  # advisory mode: a recommendation awaiting approval
+            return httpx.Response(200, json={**DECISION, "applied": False}, headers={"ETag": '"7"'})
+        body = {**DECISION, "version": 8, "applied": True, "setpoints": {"a": {"speed": 0.9}}}
+        return httpx.Response(200, json=body, headers={"ETag": '"8"'})
+
+    applied: list[int] = []
+    advice: list[int] = []
+    poller = scripted(
+        handler,
+        apply=lambda d: applied.append(d.version),
+        on_advice=lambda d: advice.append(d.version),
+    )
+    assert poller.poll_once() is None
+    assert advice == [7] and applied == [] and posts == []
+    assert poller.setpoints is None and poller.latest is not None and poller.latest.version == 7
+    decision = poller.poll_once()
+    assert decision is not None and decision.version == 8 and applied == [8]
+    assert posts == [{"version": 8, "values": {"a": {"speed": 0.9}}}]
+    assert gets == [None, '"7"'] and poller.stats.advice == 1
