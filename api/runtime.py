@@ -193,8 +193,10 @@ class Runtime:
             self.storage.close()
 
     def close_streams(self) -> None:
-        """End every open state stream (call before the HTTP server drains connections)."""
+        """End every open state stream and long poll (call before the HTTP server drains its
+        connections: otherwise a graceful shutdown waits out every open `?wait=`)."""
         self.streams_closing.set()
+        self._wake_all()
 
     def __enter__(self) -> Runtime:
         self.start()
@@ -293,7 +295,9 @@ class Runtime:
         current decision either way (None when none is published)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not self._newer(version) and not self._stop.is_set():
+            while not (
+                self._newer(version) or self._stop.is_set() or self.streams_closing.is_set()
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -305,7 +309,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._cond:
-            if self._newer(version) or self._stop.is_set():
+            if self._newer(version) or self._stop.is_set() or self.streams_closing.is_set():
                 return self._current
             self._async_waiters[fut] = loop
         try:

@@ -216,6 +216,8 @@ class Storage:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        self._users = 0  # transactions in progress, on any thread
+        self._users_cond = threading.Condition()
         if not self.path.exists():
             if not create:
                 raise NotFoundError(f"{self.path}: no database here")
@@ -291,7 +293,7 @@ class Storage:
                 self._local.depth = depth
             return
         con = self._connection()
-        with self._write_lock:
+        with self._in_use(), self._write_lock:
             with self.errors(what):
                 con.execute("BEGIN IMMEDIATE")
             self._local.depth = 1
@@ -314,16 +316,39 @@ class Storage:
             with self.errors(what):
                 yield con
             return
-        with self.errors(what):
+        with self._in_use(), self.errors(what):
             con.execute("BEGIN")
             try:
                 yield con
             finally:
                 con.execute("COMMIT")
 
-    def close(self) -> None:
-        """Close every thread's connection; later calls raise `StorageError`."""
-        self._closed = True
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        """Count a transaction in progress, so that `close` waits for it to end."""
+        with self._users_cond:
+            if self._closed:
+                raise StorageError(f"{self.path}: storage is closed")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._users_cond:
+                self._users -= 1
+                self._users_cond.notify_all()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Close every thread's connection once the transactions in progress have ended (up
+        to `timeout` s: closing a connection another thread is using can crash the process);
+        later calls raise `StorageError`."""
+        with self._users_cond:
+            self._closed = True
+            self._users_cond.wait_for(lambda: self._users == 0, timeout)
+            if self._users:
+                raise StorageError(
+                    f"{self.path}: {self._users} transaction(s) still running after {timeout} s; "
+                    "not closing under them"
+                )
         with self._all_lock:
             for con in self._all:
                 con.close()
