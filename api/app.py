@@ -87,6 +87,21 @@ T975 = (
 )  # fmt: skip
 """Student t 97.5% quantiles for 1..31 degrees of freedom (forked runs: 2..32 seeds)."""
 MAX_TWIN_CANDIDATES = 8
+MAX_INT64 = 2**63 - 1  # SQLite INTEGER
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One server-sent event (Open API 3.2 reads an event stream's schema per event).",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"const": "snapshot"},
+        "id": {"type": "string", "description": "The snapshot's line time, s."},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/StateOut"},
+        },
+    },
+}
 MAX_STREAM_EVENTS = 100_000
 TWIN_KPIS = (
     "throughput_per_hour",
@@ -293,7 +308,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/v1/audit", response_model=AuditPage, responses=AUTH_ERRORS, tags=["history"])
     def get_audit(
-        after: Annotated[int, Query(ge=0, description="Records after this seq.")] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_INT64, description="Records after this seq.")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         _: Principal = read,
     ) -> AuditPage:
@@ -306,7 +321,9 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/v1/decisions", response_model=DecisionPage, responses=AUTH_ERRORS, tags=["history"])
     def get_decisions(
-        after: Annotated[int, Query(ge=0, description="Decisions after this version.")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=MAX_INT64, description="Decisions after this version.")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         _: Principal = read,
     ) -> DecisionPage:
@@ -553,7 +570,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         responses={
             **AUTH_ERRORS,
             200: {
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
                 "description": "Server-sent events `snapshot`, each a `StateOut` JSON.",
             },
         },

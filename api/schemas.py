@@ -56,7 +56,7 @@ class DecisionPage(BaseModel):
 class AckIn(_Strict):
     """What a control system applied: the decision's version and the values actually set."""
 
-    version: Annotated[int, Field(ge=1, strict=True)]
+    version: Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
     values: dict[str, dict[str, FiniteNumber]] = Field(
         description="{station: {setpoint: value}} as applied, inside the line's limits."
     )
@@ -188,7 +188,7 @@ class OverridesOut(BaseModel):
 
 
 class RollbackIn(_Strict):
-    version: Annotated[int, Field(ge=1, strict=True)] = Field(
+    version: Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)] = Field(
         description="The earlier decision whose setpoints to publish again."
     )
     reason: Reason
