@@ -9,6 +9,29 @@ import pytest
 from clirun import Result
 
 from api.cli import main
+from models.checkpoint import save
+from models.device import torch_threads
+from models.pipeline import TrainSettings, train_surrogate
+from models.train import TrainConfig
+from twin import bundled_spec
+from twin.spec import LineSpec
+
+
+@pytest.fixture(scope="session")
+def two() -> LineSpec:
+    """The bundled two-station line."""
+    return bundled_spec("two-station")
+
+
+@pytest.fixture(scope="session")
+def model_dir(two: LineSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 4-hour surrogate of the two-station line, trained once per session, saved."""
+    settings = TrainSettings.for_horizon(
+        4 * 3600, samples=1500, eval_states=20, config=TrainConfig(hidden=(16, 16), max_epochs=40)
+    )
+    with torch_threads(1):
+        model, _ = train_surrogate(two, settings)
+    return save(model, tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture

@@ -12,39 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-import torch
 from pollserver import LiveServer, free_port
 
 from api.client import Backoff, PolledDecision, PollerError, SetpointPoller, TransientError
 from api.keys import Role
-from models.checkpoint import save
-from models.pipeline import TrainSettings, train_surrogate
-from models.train import TrainConfig
-from twin import bundled_spec
 from twin.spec import LineSpec
-
-
-@pytest.fixture(scope="module")
-def two() -> LineSpec:
-    return bundled_spec("two-station")
-
-
-@pytest.fixture(scope="module")
-def model_dir(two: LineSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny surrogate of the two-station line (about 2 s to train)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        settings = TrainSettings.for_horizon(
-            4 * 3600,
-            samples=1500,
-            eval_states=20,
-            config=TrainConfig(hidden=(16, 16), max_epochs=40),
-        )
-        model, _ = train_surrogate(two, settings)
-    finally:
-        torch.set_num_threads(before)
-    return save(model, tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture

@@ -11,44 +11,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import optimizer.controller as controller_module
 from api.app import create_app
 from api.keys import Role
 from api.runtime import Runtime
 from api.settings import Settings
-from models.checkpoint import load, save
-from models.pipeline import TrainSettings, train_surrogate
-from models.train import TrainConfig
-from twin import bundled_spec
+from models.checkpoint import load
 from twin.spec import LineSpec
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
-
-
-@pytest.fixture(scope="module")
-def two() -> LineSpec:
-    return bundled_spec("two-station")
-
-
-@pytest.fixture(scope="module")
-def model_dir(two: LineSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        settings = TrainSettings.for_horizon(
-            4 * 3600,
-            samples=1500,
-            eval_states=20,
-            config=TrainConfig(hidden=(16, 16), max_epochs=40),
-        )
-        model, _ = train_surrogate(two, settings)
-    finally:
-        torch.set_num_threads(before)
-    return save(model, tmp_path_factory.mktemp("model"))
 
 
 class Svc:

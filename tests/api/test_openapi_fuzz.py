@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-import torch
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
@@ -29,9 +28,7 @@ from api.app import create_app
 from api.keys import Role
 from api.runtime import Runtime
 from api.settings import Settings
-from models.checkpoint import load, save
-from models.pipeline import TrainSettings, train_surrogate
-from models.train import TrainConfig
+from models.checkpoint import load
 from twin import bundled_spec
 
 STREAM = "/v1/state/stream"
@@ -80,37 +77,18 @@ class Fuzzed:
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny surrogate of the two-station line (about 2 s to train)."""
-    spec = bundled_spec("two-station")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        ts = TrainSettings.for_horizon(
-            4 * 3600,
-            samples=1500,
-            eval_states=20,
-            config=TrainConfig(hidden=(16, 16), max_epochs=40),
-        )
-        model, _ = train_surrogate(spec, ts)
-    finally:
-        torch.set_num_threads(before)
-    return save(model, tmp_path_factory.mktemp("fuzz-model"))
-
-
-@pytest.fixture(scope="module")
-def fuzzed(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
+def fuzzed(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     """A running runtime: 600x, a decision every 0.1 wall s, no rate limit (fuzzing is fast)."""
     spec = bundled_spec("two-station")
     cfg = Settings.load(
         {},
         data_dir=tmp_path_factory.mktemp("fuzz-data"),
-        model_dir=tiny_model_dir,
+        model_dir=model_dir,
         speed=600.0,
         mode="closed",
         rate_per_s=0.0,
     )
-    runtime = Runtime(cfg, spec, load(tiny_model_dir, spec))
+    runtime = Runtime(cfg, spec, load(model_dir, spec))
     runtime.start()
     try:
         deadline = time.monotonic() + 20

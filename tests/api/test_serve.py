@@ -13,11 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.checkpoint import save
-from models.pipeline import TrainSettings, train_surrogate
-from models.train import TrainConfig
-from twin import bundled_spec
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -25,13 +20,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_publishes_and_stops_on_sigterm(tmp_path: Path) -> None:
-    spec = bundled_spec("two-station")
-    settings = TrainSettings.for_horizon(
-        4 * 3600, samples=1500, eval_states=20, config=TrainConfig(hidden=(16, 16), max_epochs=40)
-    )
-    model, _ = train_surrogate(spec, settings)
-    model_dir = save(model, tmp_path / "model")
+def test_serve_publishes_and_stops_on_sigterm(tmp_path: Path, model_dir: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "LINETWIN_PERIOD_S": "60"}
     cmd = [
