@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.auth import Principal, RateLimiter, require
+from api.fastpath import SetpointFastPath, etag_matches
 from api.keys import Permission
 from api.metrics import CONTENT_TYPE
 from api.runtime import InvalidInputError, NotHeldError, Published, Runtime, StateConflictError
@@ -112,17 +113,6 @@ TWIN_KPIS = (
 )
 
 
-def _matches(if_none_match: str | None, current: Published) -> bool:
-    """Whether an `If-None-Match` header names the current version (weak comparison)."""
-    if if_none_match is None:
-        return False
-    for tag in if_none_match.split(","):
-        tag = tag.strip()
-        if tag == "*" or tag.removeprefix("W/") == current.etag:
-            return True
-    return False
-
-
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
@@ -165,6 +155,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     limiter = RateLimiter(
         settings.rate_per_s, settings.rate_burst, on_limited=metrics.rate_limited.inc
     )
+
+    # Plain setpoint polls are answered before routing; every other request reaches the routes.
+    app.add_middleware(SetpointFastPath, runtime=runtime, keys=runtime.keys, limiter=limiter)
 
     def needs(permission: Permission) -> Any:
         return Depends(require(runtime.keys, permission, limiter))
@@ -246,14 +239,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         and with `wait` the request waits for a newer version first (up to `wait` s)."""
         metrics.polls.inc()
         current = runtime.current
-        if wait > 0 and (current is None or _matches(if_none_match, current)):
+        if wait > 0 and (current is None or etag_matches(if_none_match, current)):
             current = await runtime.wait_newer_async(
                 -1 if current is None else current.version, wait
             )
         if current is None:
             raise HTTPException(503, "no decision published yet", headers={"Retry-After": "1"})
         headers = {"ETag": current.etag, "Cache-Control": "no-cache"}
-        if _matches(if_none_match, current):
+        if etag_matches(if_none_match, current):
             metrics.not_modified.inc()
             return Response(status_code=304, headers=headers)
         return Response(current.body, media_type="application/json", headers=headers)

@@ -68,6 +68,11 @@ class RateLimiter:
         return (1.0 - tokens) / self.rate
 
 
+def rate_limit_detail(key_id: str, wait_s: float) -> str:
+    """The message of a 429: which key, and when to retry."""
+    return f"rate limit of key {key_id}: retry in {wait_s:.2f} s"
+
+
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="linetwin"'})
 
@@ -97,7 +102,7 @@ def require(
             if wait > 0:
                 raise HTTPException(
                     429,
-                    f"rate limit of key {principal.key_id}: retry in {wait:.2f} s",
+                    rate_limit_detail(principal.key_id, wait),
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
         if not allows(principal.role, permission):

@@ -137,9 +137,12 @@ class NewKey:
 class KeyStore:
     """Create, authenticate, revoke and list the API keys of `storage`."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, cache_size: int = 1024) -> None:
         self.storage = storage
         self.audit = AuditLog(storage)
+        self.cache_size = cache_size
+        # key -> (data version it was read at, (key id, role)); see `authenticate`.
+        self._cache: dict[str, tuple[int, tuple[str, Role]]] = {}
 
     def create(self, role: Role | str, label: str = "", *, actor: str, reason: str = "") -> NewKey:
         """Create a key for `role`; return it with its plaintext, which is not stored."""
@@ -164,9 +167,26 @@ class KeyStore:
         raise ConflictError(f"{self.storage.path}: could not draw an unused key id")
 
     def authenticate(self, key: str) -> tuple[str, Role] | None:
-        """Return (key id, role) of an active key, or None (unknown, malformed or revoked)."""
+        """Return (key id, role) of an active key, or None (unknown, malformed or revoked).
+
+        An accepted key is remembered with the database's data version it was read at and
+        reused only while that version is current: any commit, from this process or another
+        (`linetwin keys revoke`), invalidates it, so a revoked key stops working at once.
+        """
         if not isinstance(key, str) or len(key) != KEY_LENGTH or not key.startswith(KEY_PREFIX):
             return None
+        version = self.storage.data_version()  # read before the lookup: see the docstring
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        found = self._lookup(key)
+        if found is not None:
+            if len(self._cache) >= self.cache_size:
+                self._cache.clear()
+            self._cache[key] = (version, found)
+        return found
+
+    def _lookup(self, key: str) -> tuple[str, Role] | None:
         with self.storage.read("authenticate api key") as con:
             row = con.execute(
                 "SELECT hash, role, revoked_at FROM api_keys WHERE key_id = ?",

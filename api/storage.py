@@ -215,6 +215,8 @@ class Storage:
         self._write_lock = threading.Lock()  # in-process writers queue here, not in SQLite
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._version_lock = threading.Lock()
+        self._version_con: sqlite3.Connection | None = None
         self._closed = False
         self._users = 0  # transactions in progress, on any thread
         self._users_cond = threading.Condition()
@@ -264,6 +266,23 @@ class Storage:
             self._all.append(con)
         self._local.con = con
         return con
+
+    def data_version(self) -> int:
+        """Return a number that changes whenever any connection, in this process or another,
+        has committed to the database since the last call (SQLite's `PRAGMA data_version`
+        on a private connection that never writes); cheap enough to call per request."""
+        with self._version_lock:
+            con = self._version_con
+            if con is None:
+                if self._closed:
+                    raise StorageError(f"{self.path}: storage is closed")
+                with self.errors("open"):
+                    con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                with self._all_lock:
+                    self._all.append(con)
+                self._version_con = con
+            with self.errors("read data version"):
+                return int(con.execute("PRAGMA data_version").fetchone()[0])
 
     @contextlib.contextmanager
     def errors(self, what: str) -> Iterator[None]:
@@ -353,6 +372,8 @@ class Storage:
             for con in self._all:
                 con.close()
             self._all.clear()
+        with self._version_lock:
+            self._version_con = None
         self._local = threading.local()
 
     def __enter__(self) -> Storage:
