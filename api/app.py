@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Reques
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from api.auth import Principal, RateLimiter, require
 from api.fastpath import SetpointFastPath, etag_matches
@@ -135,9 +136,20 @@ def _scalar(k: Kpis, name: str) -> float | None:
     return _finite(float(np.asarray(getattr(k, name))[0]))
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+class App(FastAPI):
+    """The FastAPI app with `api.fastpath` in front: plain setpoint polls skip FastAPI."""
+
+    fast_path: SetpointFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and await self.fast_path.answer(scope, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(runtime: Runtime) -> App:
     """Return the HTTP API of `runtime` (which the caller starts and stops)."""
-    app = FastAPI(
+    app = App(
         title="linetwin",
         version="1",
         description="Setpoints, state, modes and audit of one production line.",
@@ -157,7 +169,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
 
     # Plain setpoint polls are answered before routing; every other request reaches the routes.
-    app.add_middleware(SetpointFastPath, runtime=runtime, keys=runtime.keys, limiter=limiter)
+    app.fast_path = SetpointFastPath(runtime=runtime, keys=runtime.keys, limiter=limiter)
 
     def needs(permission: Permission) -> Any:
         return Depends(require(runtime.keys, permission, limiter))

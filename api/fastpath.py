@@ -3,7 +3,9 @@
 Control systems poll the current decision many times a second and almost always get a 304.
 Going through FastAPI's routing, dependency injection and `Response` objects cost about 80% of
 the time of such a request (bench/api.py: 5.0k requests/s against 28k for a bare ASGI app).
-`SetpointFastPath` answers the common case itself, before FastAPI sees the request: a `GET
+`SetpointFastPath` answers the common case itself, before FastAPI sees the request (the app
+class, `api.app.App`, asks it first; FastAPI's own per-request work, its telemetry check and
+middleware stack included, is skipped): a `GET
 /v1/setpoints` without a query string, from a known key whose role may read, within its rate
 limit. Everything else, including every error and every long poll (`?wait=`), goes on to the
 FastAPI route, which stays the documented definition of the endpoint (OpenAPI, 401/403/503).
@@ -25,9 +27,7 @@ from api.runtime import Published, Runtime
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PATH = "/v1/setpoints"
 _READERS = frozenset(role for role, allowed in PERMISSIONS.items() if Permission.READ in allowed)
@@ -45,26 +45,26 @@ def etag_matches(if_none_match: str | None, current: Published) -> bool:
 
 
 class SetpointFastPath:
-    """ASGI middleware: answer plain setpoint polls from the runtime's cached bytes."""
+    """Answer plain setpoint polls from the runtime's cached bytes (see the module docstring).
 
-    def __init__(
-        self, app: ASGIApp, *, runtime: Runtime, keys: KeyStore, limiter: RateLimiter
-    ) -> None:
-        self.app = app
+    `answer(scope, send)` returns True when it answered the request, False when the request
+    is for the app's routes (the caller then passes it on, untouched).
+    """
+
+    def __init__(self, *, runtime: Runtime, keys: KeyStore, limiter: RateLimiter) -> None:
         self.runtime = runtime
         self.keys = keys
         self.limiter = limiter
         self.metrics = runtime.metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def answer(self, scope: Scope, send: Send) -> bool:
         if (
             scope["type"] != "http"
             or scope["path"] != PATH
             or scope["method"] != "GET"
             or scope.get("query_string")
         ):
-            await self.app(scope, receive, send)
-            return
+            return False
         current = self.runtime.current
         authorization = if_none_match = None
         for name, value in scope["headers"]:
@@ -78,8 +78,7 @@ class SetpointFastPath:
             if scheme.lower() == "bearer":
                 principal = self.keys.authenticate(key.strip())
         if current is None or principal is None or principal[1] not in _READERS:
-            await self.app(scope, receive, send)  # the route says why (401, 403, 503)
-            return
+            return False  # the route says why (401, 403, 503)
         wait = self.limiter.take(principal[0])
         if wait > 0:
             await _send(
@@ -89,14 +88,15 @@ class SetpointFastPath:
                 b'{"detail":"' + rate_limit_detail(principal[0], wait).encode() + b'"}',
                 json=True,
             )
-            return
+            return True
         self.metrics.polls.inc()
         headers = [(b"etag", current.etag.encode()), (b"cache-control", b"no-cache")]
         if etag_matches(None if if_none_match is None else if_none_match.decode(), current):
             self.metrics.not_modified.inc()
             await _send(send, 304, headers, b"")
-            return
+            return True
         await _send(send, 200, headers, current.body, json=True)
+        return True
 
 
 async def _send(

@@ -281,8 +281,10 @@ class Storage:
                 with self._all_lock:
                     self._all.append(con)
                 self._version_con = con
-            with self.errors("read data version"):
+            try:  # no context manager here: this runs on every authenticated request
                 return int(con.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.path}: read data version: {exc}") from exc
 
     @contextlib.contextmanager
     def errors(self, what: str) -> Iterator[None]:
