@@ -372,8 +372,10 @@ class Runtime:
         self, decision_id: str, *, actor: str, reason: str
     ) -> tuple[Published, AuditRecord]:
         """Apply the pending advisory decision `decision_id` through `Controller.approve`
-        (which re-checks it with the guard) and audit it."""
-        with self._change_lock:
+        (which re-checks it with the guard) and audit it: the decision and its audit record
+        are committed together, then published."""
+        # Lock order as in the controller's cycle: its lock, then the storage's write lock.
+        with self._change_lock, self.controller._lock, self.storage.write("approve"):
             pending = self.controller.pending
             if self.controller.mode is not Mode.ADVISORY:
                 raise StateConflictError(f"approvals need advisory mode (mode is {self.mode})")
@@ -384,7 +386,6 @@ class Runtime:
                 approved = self.controller.approve(decision_id, self.running())
             except OptimizerError as exc:  # it stopped pending meanwhile
                 raise StateConflictError(str(exc)) from None
-            published = self._publish_decision()
             record = self.audit.append(
                 actor,
                 "decision.approve",
@@ -397,7 +398,7 @@ class Runtime:
                 },
                 reason=reason,
             )
-        return published, record
+        return self._publish_decision(), record
 
     def reject(self, decision_id: str, *, actor: str, reason: str) -> AuditRecord:
         """Drop the pending advisory decision `decision_id` (the plant keeps what it runs)."""

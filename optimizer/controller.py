@@ -200,7 +200,9 @@ class Controller:
         self.guard = SetpointGuard(spec)
         self.monitor = InputMonitor(spec, stale_after_s)
         self._warm: np.ndarray | None = None
-        self._lock = threading.Lock()
+        # Re-entrant: a caller that must commit a decision together with its own records
+        # holds it around the store's transaction (controller lock first, then the store's).
+        self._lock = threading.RLock()
         self.pending: Decision | None = None
 
     # -- modes and approvals ----------------------------------------------------------------

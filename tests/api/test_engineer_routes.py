@@ -17,6 +17,7 @@ from api.app import create_app
 from api.keys import Role
 from api.runtime import Runtime
 from api.settings import Settings
+from api.storage import StorageError
 from models.checkpoint import load
 from twin.spec import LineSpec
 
@@ -182,6 +183,31 @@ def test_approve_flow(svc: Svc) -> None:
     again = c.post(f"/v1/decisions/{pending['id']}/approve", json={"reason": "x"}, headers=svc.eng)
     assert again.status_code == 409
     assert rt.audit.head()[0] == seq + 1
+    assert rt.audit.verify().ok
+
+
+def test_approval_and_its_audit_record_commit_together(
+    svc: Svc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure writing the audit record stores no approved decision and publishes none."""
+    rt = svc.runtime
+    svc.cycle()
+    pending = rt.controller.pending
+    assert pending is not None
+    latest = rt.storage.latest_record()
+    assert latest is not None
+    published = rt.current
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise StorageError("audit: disk full (injected)")
+
+    monkeypatch.setattr(rt.audit, "append", full_disk)
+    with pytest.raises(StorageError, match="injected"):
+        rt.approve(pending.id, actor="test", reason="x")
+    monkeypatch.undo()
+    after = rt.storage.latest_record()
+    assert after is not None and after.version == latest.version
+    assert rt.current == published
     assert rt.audit.verify().ok
 
 
