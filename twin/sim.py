@@ -23,6 +23,7 @@ from twin.snapshot import Snapshot
 from twin.spec import LineSpec
 from twin.state import (
     TwinState,
+    concat_states,
     initial_state,
     redraw_memoryless,
     seed_streams,
@@ -41,6 +42,33 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if cuda_available() else "cpu"
     return device
+
+
+def start_state(
+    spec: LineSpec,
+    n_scenarios: int,
+    rng: np.random.Generator | Sequence[np.random.Generator],
+    time_s: float = 0.0,
+    params: LineParams | None = None,
+) -> TwinState:
+    """Return `n_scenarios` empty lines at `time_s` s: the state a new twin starts from.
+
+    Every station starved, buffers empty, clocks seeded, thermal stations at their spec's
+    initial temperature. `rng` is one Generator for every scenario, or one Generator per
+    scenario: scenario k then draws from `rng[k]` exactly what `Twin(spec, 1, rng=rng[k])`
+    draws for its state, so it starts as that twin would.
+    """
+    lp = compile_params(spec) if params is None else params
+    if isinstance(rng, np.random.Generator):
+        state = initial_state(lp, n_scenarios, rng, float(time_s))
+    else:
+        if len(rng) != n_scenarios:
+            raise TwinError(f"{len(rng)} generators given for {n_scenarios} scenarios")
+        state = concat_states([initial_state(lp, 1, g, float(time_s)) for g in rng])
+    for i, st in enumerate(spec.stations):
+        if st.thermal is not None and st.thermal.initial_c is not None:
+            set_initial_temperature(state, i, st.thermal.initial_c)
+    return state
 
 
 class Twin:
@@ -71,10 +99,7 @@ class Twin:
         self.params: LineParams = compile_params(spec)
         self.n_scenarios = n_scenarios
         if state is None:
-            state = initial_state(self.params, n_scenarios, rng, float(time_s))
-            for i, st in enumerate(spec.stations):
-                if st.thermal is not None and st.thermal.initial_c is not None:
-                    set_initial_temperature(state, i, st.thermal.initial_c)
+            state = start_state(spec, n_scenarios, rng, float(time_s), self.params)
         elif state.n_scenarios != n_scenarios:
             raise TwinError(f"state has {state.n_scenarios} scenarios, expected {n_scenarios}")
         self.time_s = float(time_s)
@@ -90,11 +115,13 @@ class Twin:
             n_scenarios,
         )
         self.device = resolve_device(device)
-        self._engine: CpuEngine | CudaEngine
+        self._engine = self._make_engine(state)
+
+    def _make_engine(self, state: TwinState) -> CpuEngine | CudaEngine:
+        """Return an engine of this twin's device that holds `state`."""
         if self.device == "cuda":
-            self._engine = CudaEngine(self.params, state)
-        else:
-            self._engine = CpuEngine(self.params, state)
+            return CudaEngine(self.params, state)
+        return CpuEngine(self.params, state)
 
     @property
     def setpoints(self) -> np.ndarray:
@@ -135,6 +162,44 @@ class Twin:
                 f"{self.spec.n_stations}), got shape {w.shape}"
             )
         self._engine.set_column(L.F_WEAR, w)
+
+    def reset_scenarios(
+        self,
+        scenarios: Sequence[int] | np.ndarray,
+        rng: np.random.Generator | Sequence[np.random.Generator],
+    ) -> None:
+        """Restart some scenarios as empty lines at nominal setpoints, at the current time.
+
+        `scenarios` is a boolean mask `(n_scenarios,)` or distinct scenario indices; the other
+        scenarios are untouched. Their new state is drawn as `start_state` draws it (one
+        Generator for all, or one per restarted scenario, in order). Cumulative counters of the
+        restarted scenarios start again from zero.
+        """
+        sel = np.asarray(scenarios)
+        if sel.dtype == bool:
+            if sel.shape != (self.n_scenarios,):
+                raise TwinError(
+                    f"scenario mask must have shape ({self.n_scenarios},), got {sel.shape}"
+                )
+            idx = np.flatnonzero(sel)
+        else:
+            if sel.size and not np.issubdtype(sel.dtype, np.integer):
+                raise TwinError(f"scenarios must be integer indices or a mask, got {sel.dtype}")
+            idx = sel.astype(np.int64).reshape(-1)
+            bad = (idx < 0) | (idx >= self.n_scenarios)
+            if bad.any():
+                raise TwinError(
+                    f"scenario {int(idx[bad][0])} is not in the twin (it has {self.n_scenarios})"
+                )
+            if np.unique(idx).size != idx.size:
+                raise TwinError(f"scenarios to reset repeat an index: {idx.tolist()}")
+        if idx.size == 0:
+            return
+        fresh = start_state(self.spec, int(idx.size), rng, self.time_s, self.params)
+        state = self._engine.host_state()
+        state.put(idx, fresh)
+        self._engine = self._make_engine(state)
+        self._setpoints[idx] = nominal_setpoints(self.params, int(idx.size))
 
     def advance(self, dt_s: float) -> None:
         """Advance every scenario by `dt_s` seconds of line time, without a snapshot."""

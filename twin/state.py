@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -41,6 +42,19 @@ class TwinState:
         """Return the scenarios at `index` (repeats allowed), as a new state."""
         idx = np.asarray(index, dtype=np.int64)
         return TwinState(*(getattr(self, f.name)[idx].copy() for f in fields(self)))
+
+    def put(self, index: np.ndarray | list[int], other: TwinState) -> None:
+        """Overwrite the scenarios at `index` with the scenarios of `other`, in order."""
+        idx = np.asarray(index, dtype=np.int64)
+        for f in fields(self):
+            getattr(self, f.name)[idx] = getattr(other, f.name)
+
+
+def concat_states(states: Sequence[TwinState]) -> TwinState:
+    """Return one state holding the scenarios of `states` one after the other."""
+    return TwinState(
+        *(np.concatenate([getattr(s, f.name) for s in states]) for f in fields(TwinState))
+    )
 
 
 def seed_streams(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
