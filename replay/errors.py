@@ -8,4 +8,13 @@ class ReplayError(Exception):
 
 
 class ImportCsvError(ReplayError):
-    """A plant log that does not follow the documented CSV layout (names row and column)."""
+    """A plant log that does not follow the documented CSV layout (names row and column).
+
+    `line` is the 1-based line of the CSV file (1 is the header) and `column` the column name,
+    where the error has them (None for problems of the whole file).
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, column: str | None = None):
+        super().__init__(message)
+        self.line = line
+        self.column = column

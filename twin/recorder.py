@@ -11,8 +11,9 @@ documented in `docs/recordings.md`.
     for chunk in iter_recording("run.parquet"):  # the same, a bounded number of ticks at a time
         ...
 
-Writing buffers at most `rows_per_group` rows (plus one tick) before it flushes a Parquet row
-group, and reading streams record batches, so both directions run in bounded memory.
+`Recorder.write_block` appends many ticks at once from arrays (importers use it). Writing
+buffers at most `rows_per_group` rows (plus one tick) before it flushes a Parquet row group, and
+reading streams record batches, so both directions run in bounded memory.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -255,20 +256,94 @@ class Recorder:
         if self._buffered_rows >= self.rows_per_group:
             self.flush()
 
+    def write_block(self, time_s: np.ndarray, columns: Mapping[str, np.ndarray]) -> None:
+        """Append `len(time_s)` ticks at once from arrays, for writers that have no `Snapshot`.
+
+        `time_s (n_ticks,)` is the line time of each tick, s. `columns` holds every column of
+        the recording after `tick`, `time_s` and `scenario` (`recording_schema(spec).names[3:]`)
+        as arrays `(n_ticks, n_scenarios)` for the line counters, `(n_ticks, n_scenarios,
+        n_stations)` per station and `(n_ticks, n_scenarios, n_stations - 1)` for
+        `buffer_level`, in the units of `docs/recordings.md`; they are cast to the column's
+        dtype. The caller puts NaN in `temperature_setpoint_c` of stations without one. The
+        first tick of scenario 0 gives the `initial_setpoints` metadata of a new recording.
+        """
+        if self._closed:
+            raise RecordingError(f"{self.path}: recorder is closed")
+        times = np.asarray(time_s, dtype=np.float64)
+        if times.ndim != 1:
+            raise RecordingError(f"{self.path}: time_s must be 1-D, got shape {times.shape}")
+        names = self._schema.names[3:]
+        unknown = sorted(set(columns) - set(names))
+        missing = [n for n in names if n not in columns]
+        if unknown or missing:
+            raise RecordingError(
+                f"{self.path}: write_block needs exactly the columns {', '.join(names)} "
+                f"(missing: {', '.join(missing) or '-'}; unknown: {', '.join(unknown) or '-'})"
+            )
+        n_ticks = times.shape[0]
+        if n_ticks == 0:
+            return
+        released_shape = np.shape(columns["released"])
+        if len(released_shape) != 2 or released_shape[1] < 1:
+            raise RecordingError(
+                f"{self.path}: column released has shape {released_shape}, "
+                "expected (n_ticks, n_scenarios)"
+            )
+        n_sc = released_shape[1]
+        if self.n_scenarios is not None and n_sc != self.n_scenarios:
+            raise RecordingError(
+                f"{self.path}: block has {n_sc} scenarios, the recording has {self.n_scenarios}"
+            )
+        arrays: dict[str, np.ndarray] = {}
+        for field in list(self._schema)[3:]:
+            dtype = STATION_COLUMNS[field.name][1] if field.name in STATION_COLUMNS else np.int64
+            arr = np.asarray(columns[field.name], dtype=dtype)
+            want: tuple[int, ...] = (n_ticks, n_sc)
+            if pa.types.is_fixed_size_list(field.type):
+                want += (field.type.list_size,)
+            if arr.shape != want:
+                raise RecordingError(
+                    f"{self.path}: column {field.name} has shape {arr.shape}, expected {want}"
+                )
+            arrays[field.name] = arr
+        if self.n_scenarios is None:
+            self.n_scenarios = n_sc
+            first = np.stack([arrays["speed"][0, 0], arrays["temperature_setpoint_c"][0, 0]], -1)
+            self._open_writer(first)
+        self.flush()
+        ticks = np.arange(self.n_ticks, self.n_ticks + n_ticks, dtype=np.int64)
+        step = max(1, self.rows_per_group // n_sc)
+        for a in range(0, n_ticks, step):
+            part = {name: arr[a : a + step] for name, arr in arrays.items()}
+            self._write_rows(ticks[a : a + step], times[a : a + step], part)
+        self.n_ticks += n_ticks
+
     def flush(self) -> None:
         """Write the buffered rows as one Parquet row group (nothing if the buffer is empty)."""
         if not self._buffer_ticks or self._writer is None or self.n_scenarios is None:
             return
-        n_sc = self.n_scenarios
         ticks = np.array([t for t, _ in self._buffer_ticks], dtype=np.int64)
         times = np.array([s for _, s in self._buffer_ticks], dtype=np.float64)
+        stacked = {f.name: np.stack(self._buffer[f.name]) for f in list(self._schema)[3:]}
+        self._write_rows(ticks, times, stacked)
+        self._buffer.clear()
+        self._buffer_ticks.clear()
+        self._buffered_rows = 0
+
+    def _write_rows(
+        self, ticks: np.ndarray, times: np.ndarray, arrays: dict[str, np.ndarray]
+    ) -> None:
+        """Write ticks `(k,)`, times `(k,)` and arrays `(k, n_sc[, width])` as one row group."""
+        if self._writer is None or self.n_scenarios is None:
+            raise RecordingError(f"{self.path}: recorder has no open file")
+        n_sc = self.n_scenarios
         columns: list[pa.Array] = [
             pa.array(np.repeat(ticks, n_sc), type=pa.int64()),
             pa.array(np.repeat(times, n_sc), type=pa.float64()),
             pa.array(np.tile(np.arange(n_sc, dtype=np.int32), len(ticks)), type=pa.int32()),
         ]
         for field in list(self._schema)[3:]:
-            stacked = np.stack(self._buffer[field.name])  # (ticks, n_sc[, width])
+            stacked = arrays[field.name]  # (ticks, n_sc[, width])
             if pa.types.is_fixed_size_list(field.type):
                 width = field.type.list_size
                 if stacked.shape[2:] != (width,):
@@ -285,9 +360,6 @@ class Recorder:
             self._writer.write_batch(batch, row_group_size=batch.num_rows)
         except (OSError, pa.ArrowException) as exc:
             raise RecordingError(f"{self.path}: cannot write recording: {exc}") from exc
-        self._buffer.clear()
-        self._buffer_ticks.clear()
-        self._buffered_rows = 0
 
     def close(self) -> None:
         """Flush, finish the Parquet file and move it to `path` (idempotent).
