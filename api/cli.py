@@ -13,11 +13,14 @@ from typing import Any, NoReturn
 import click
 
 from api.cli_admin import audit_group, keys_group
+from api.cli_recording import recording_group
+from api.cli_replay import replay_command
 from api.errors import ApiError, UsageError
 from api.poll import poll as poll_command
 from api.serve import serve as serve_command
 from models.errors import ModelError
 from optimizer.errors import OptimizerError
+from replay.errors import ReplayError
 from twin.errors import TwinError
 from twin.jsonable import finite_json
 from twin.spec import BUNDLED_LINES, LineSpec, bundled_spec, load_spec, spec_json_schema
@@ -485,8 +488,10 @@ def line_schema() -> None:
 
 cli.add_command(keys_group)
 cli.add_command(audit_group)
+cli.add_command(recording_group)
 cli.add_command(serve_command)
 cli.add_command(poll_command)
+cli.add_command(replay_command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -498,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (TwinError, ModelError, OptimizerError, ApiError) as exc:
+    except (TwinError, ModelError, OptimizerError, ReplayError, ApiError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted")

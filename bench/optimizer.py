@@ -25,32 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.lines import fifty_station_line  # noqa: E402
 from models.dataset import recent_throughput  # noqa: E402
 from models.pipeline import TrainSettings, train_surrogate  # noqa: E402
 from models.train import TrainConfig  # noqa: E402
 from optimizer.controller import Controller, MemoryStore, Mode  # noqa: E402
 from twin import Twin, bundled_spec  # noqa: E402
-from twin.spec import LineSpec, parse_spec  # noqa: E402
-
-
-def fifty_station_line() -> LineSpec:
-    """A 50-station line: repeated blocks of unreliable, thermal and plain stations."""
-    stations = []
-    for i in range(50):
-        st: dict = {
-            "name": f"s{i:02d}",
-            "cycle_time_s": 18.0 + (i * 7) % 6,
-            "processing": "exponential" if i % 3 else "deterministic",
-        }
-        if i < 49:
-            st["buffer_after"] = 2 + i % 5
-        if i % 4 == 1:
-            st["mtbf_s"], st["mttr_s"] = 7200.0, 300.0
-        if i % 10 == 5:
-            st["thermal"] = {"ideal_min_c": 150.0, "ideal_max_c": 170.0}
-            st["scrap"] = {"base": 0.003, "temperature_gain": 0.0005, "speed_gain": 0.1}
-        stations.append(st)
-    return parse_spec({"name": "fifty", "stations": stations}, "<bench fifty>")
+from twin.spec import LineSpec  # noqa: E402
 
 
 def percentiles(xs: list[float]) -> dict[str, float]:

@@ -183,6 +183,8 @@ class Controller:
         exact: bool = False,
         apply: Callable[[np.ndarray], None] | None = None,
         clock: Callable[[], float] = time.time,
+        starts: int = 128,
+        steps: int = 40,
     ) -> None:
         if model.schema.spec_hash != spec.spec_hash():
             raise OptimizerError(
@@ -193,6 +195,7 @@ class Controller:
         self.mode = Mode(mode)
         self.objective = objective or Objective.from_economics(spec.economics)
         self.budget_s = budget_s
+        self.starts, self.steps = starts, steps  # the fast method's multistart work at most
         self.locked = tuple(locked)
         self.exact = exact
         self.apply = apply
@@ -322,7 +325,14 @@ class Controller:
             if self.exact:
                 solution = solve_exact(self.model, problem, time_limit_s=left)
             else:
-                solution = solve_fast(self.model, problem, deadline_s=0.85 * left, warm=self._warm)
+                solution = solve_fast(
+                    self.model,
+                    problem,
+                    deadline_s=0.85 * left,
+                    warm=self._warm,
+                    starts=self.starts,
+                    steps=self.steps,
+                )
         except OptimizerError:  # OR-Tools' failures are translated into these
             return None, Reason.SOLVER_FAILED
         except Exception:  # anything else came from evaluating the surrogate

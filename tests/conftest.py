@@ -1,4 +1,4 @@
-"""Fixtures shared by the api tests."""
+"""Fixtures shared by the tests of several packages (api, replay)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,146 @@
+"""Decision replay: what each policy would have chosen at each recorded decision point.
+
+For every point and policy: the setpoints chosen (optimizer policies run a real `Controller`
+in closed mode on the rebuilt snapshot, so the guard ramps from the recorded setpoints and
+its reasons are kept), the recorded setpoints, and the predicted KPI difference of the choice
+against the recorded setpoints, with its uncertainty (the ensemble members' paired
+differences, calibrated like the controller's predictions). Policies without a model of their
+own (recorded, nominal) are predicted with the reference model: the first optimizer policy's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.surrogate import Surrogate, derived_kpis
+from optimizer.controller import Controller, MemoryStore, Mode
+from replay.policies import Policy
+from replay.scan import KPI_NAMES, Point
+from twin.params import compile_params, nominal_setpoints
+from twin.spec import LineSpec
+
+REPLAY_STARTS = 64
+REPLAY_STEPS = 30
+"""The fast method's multistart work per replayed decision (the live controller stops at a
+wall-clock deadline instead; replay needs the same answer on any machine, so it fixes the
+work). See docs/replay.md for how this compares with the live controller's decisions."""
+
+
+@dataclass
+class DecisionRows:
+    """Columns of the decision table, one entry per (point, policy), in that order."""
+
+    time_s: list[float] = field(default_factory=list)
+    tick: list[int] = field(default_factory=list)
+    policy: list[str] = field(default_factory=list)
+    setpoints: list[np.ndarray] = field(default_factory=list)  # (n_stations, 2) each
+    recorded: list[np.ndarray] = field(default_factory=list)
+    fallback: list[bool] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
+    reasons: list[list[str]] = field(default_factory=list)
+    predicted: dict[str, list[float]] = field(default_factory=dict)  # KPI -> chosen mean
+    diff: dict[str, list[float]] = field(default_factory=dict)  # KPI -> mean(chosen - recorded)
+    diff_std: dict[str, list[float]] = field(default_factory=dict)
+    change: list[float] = field(default_factory=list)  # max |chosen - recorded| / range
+
+    def __len__(self) -> int:
+        return len(self.policy)
+
+
+class DecisionReplayer:
+    """Replay `policies` point by point (`add(point)`); rows accumulate in `rows`."""
+
+    def __init__(
+        self,
+        spec: LineSpec,
+        policies: Sequence[Policy],
+        starts: int = REPLAY_STARTS,
+        steps: int = REPLAY_STEPS,
+    ) -> None:
+        self.spec = spec
+        self.policies = list(policies)
+        self.reference: Surrogate | None = next(
+            (p.model for p in self.policies if p.model is not None), None
+        )
+        lp = compile_params(spec)
+        self.nominal = nominal_setpoints(lp, 1)[0]
+        self.present = lp.present
+        self.span = np.where(self.present, np.maximum(lp.upper - lp.lower, 1e-12), 1.0)
+        self.controllers: dict[str, Controller] = {}
+        for p in self.policies:
+            if p.decides:
+                assert p.model is not None
+                self.controllers[p.name] = Controller(
+                    spec,
+                    p.model,
+                    MemoryStore(),
+                    mode=Mode.CLOSED,
+                    budget_s=math.inf,  # iteration limits, not wall time: deterministic
+                    stale_after_s=math.inf,
+                    exact=p.kind == "exact",
+                    starts=starts,
+                    steps=steps,
+                )
+        self.rows = DecisionRows(
+            predicted={k: [] for k in KPI_NAMES},
+            diff={k: [] for k in KPI_NAMES},
+            diff_std={k: [] for k in KPI_NAMES},
+        )
+
+    def add(self, point: Point) -> dict[str, np.ndarray]:
+        """Decide every policy at `point`; return the setpoints chosen, by policy name."""
+        chosen: dict[str, np.ndarray] = {}
+        for p in self.policies:
+            reasons: tuple[str, ...]
+            fallback, status, reasons = False, "", ()
+            if p.kind == "recorded":
+                setpoints = point.recorded
+            elif p.kind == "nominal":
+                setpoints = self.nominal
+            else:
+                decision = self.controllers[p.name].cycle(point.snapshot, point.recent)
+                setpoints = decision.setpoints
+                fallback, status = decision.fallback, decision.status
+                reasons = decision.reasons
+            chosen[p.name] = setpoints
+            model = p.model or self.reference
+            pred = self._predict(model, point, setpoints)
+            r = self.rows
+            r.time_s.append(point.time_s)
+            r.tick.append(point.tick)
+            r.policy.append(p.name)
+            r.setpoints.append(np.where(self.present, setpoints, np.nan))
+            r.recorded.append(np.where(self.present, point.recorded, np.nan))
+            r.fallback.append(bool(fallback))
+            r.status.append(status)
+            r.reasons.append(list(reasons))
+            for k in KPI_NAMES:
+                mean, diff, std = pred.get(k, (math.nan, math.nan, math.nan))
+                r.predicted[k].append(mean)
+                r.diff[k].append(diff)
+                r.diff_std[k].append(std)
+            delta = np.abs(np.nan_to_num(setpoints - point.recorded)) / self.span
+            r.change.append(float(np.max(np.where(self.present, delta, 0.0))))
+        return chosen
+
+    def _predict(
+        self, model: Surrogate | None, point: Point, setpoints: np.ndarray
+    ) -> dict[str, tuple[float, float, float]]:
+        """KPI -> (mean at `setpoints`, mean and std of the difference to the recorded)."""
+        if model is None:
+            return {}
+        schema = model.schema
+        state = schema.state_features(point.snapshot, np.array([point.recent]))
+        x = schema.setpoint_features(np.stack([setpoints, point.recorded]))
+        pred = model.predict(np.repeat(state, 2, axis=0), x)
+        kpis = derived_kpis(self.spec.economics, pred.members)  # (members, 2) each
+        scale = float(np.mean(model.band_scale[:3]))
+        out = {}
+        for k, v in kpis.items():
+            d = v[:, 0] - v[:, 1]
+            out[k] = (float(v[:, 0].mean()), float(d.mean()), float(d.std() * scale))
+        return out

@@ -1,0 +1,305 @@
+"""`replay(...)`: decision replay and counterfactual runs of one recording, and their outputs.
+
+    result = replay("run.parquet", policies, cadence_s=60, seeds=16)
+    write_outputs(result, "out/")   # decisions.parquet, windows.parquet,
+                                    # counterfactual.parquet, summary.json, report.html
+
+The same recording, policies, settings and seed give identical outputs (byte for byte for
+the Parquet tables and the summary): no wall-clock time enters a decision or a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from replay.counterfactual import Counterfactual, run_counterfactuals
+from replay.decisions import DecisionReplayer, DecisionRows
+from replay.errors import ReplayError
+from replay.policies import Policy
+from replay.scan import KPI_NAMES, Point, recording_spec, scan
+from twin.jsonable import finite_json
+from twin.spec import LineSpec
+from twin.stats import mean_interval
+
+Progress = Callable[[str, int, int], None]
+"""`progress(stage, done, total)`: stage is "decisions" (ticks read) or "counterfactual"."""
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """How to replay: decision cadence (line s), counterfactual seeds (0: none) and horizon
+    (line s, a whole number of cadences), the recorded scenario, the seed of every draw."""
+
+    cadence_s: float = 60.0
+    seeds: int = 16
+    horizon_s: float = 3600.0
+    scenario: int = 0
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise ReplayError naming the first bad setting."""
+        if not (math.isfinite(self.cadence_s) and self.cadence_s > 0):
+            raise ReplayError(f"--cadence must be a positive number of s, got {self.cadence_s}")
+        if self.seeds < 0 or self.seeds == 1:
+            raise ReplayError(f"--seeds must be 0 (no counterfactuals) or >= 2, got {self.seeds}")
+        steps = self.horizon_s / self.cadence_s
+        if not (math.isfinite(steps) and steps >= 1 and abs(steps - round(steps)) < 1e-9):
+            raise ReplayError(
+                f"--horizon ({self.horizon_s:g} s) must be a whole number (>= 1) of "
+                f"cadences ({self.cadence_s:g} s)"
+            )
+
+    @property
+    def steps(self) -> int:
+        """Decision periods per counterfactual run."""
+        return round(self.horizon_s / self.cadence_s)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """Everything a replay produced (see `write_outputs`)."""
+
+    recording: str
+    spec: LineSpec
+    policies: list[Policy]
+    settings: ReplaySettings
+    windows: dict[str, np.ndarray]  # time_s and KPI_NAMES, one entry per decision point
+    decisions: DecisionRows
+    counterfactual: Counterfactual | None
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary: settings, per policy decision statistics and counterfactual KPI
+        means with 95% intervals, differences to the reference policy, regression diffs."""
+        rows = self.decisions
+        policy = np.array(rows.policy)
+        out: dict[str, Any] = {
+            "recording": self.recording,
+            "line": self.spec.name,
+            "spec_hash": self.spec.spec_hash(),
+            "settings": {
+                "cadence_s": self.settings.cadence_s,
+                "seeds": self.settings.seeds,
+                "horizon_s": self.settings.horizon_s,
+                "scenario": self.settings.scenario,
+                "seed": self.settings.seed,
+            },
+            "decision_points": int(self.windows["time_s"].size),
+            "recorded": {k: mean_interval(self.windows[k]).as_dict() for k in KPI_NAMES},
+            "policies": {},
+        }
+        for p in self.policies:
+            mine = policy == p.name
+            entry: dict[str, Any] = {"kind": p.kind, "model": p.model_dir}
+            entry["decisions"] = {
+                "fallbacks": int(np.array(rows.fallback)[mine].sum()),
+                "changed_share": float(np.mean(np.array(rows.change)[mine] > 1e-9)),
+                "predicted_difference_vs_recorded": {
+                    k: mean_interval(np.array(rows.diff[k])[mine]).as_dict() for k in KPI_NAMES
+                },
+            }
+            out["policies"][p.name] = entry
+        deciders = [p.name for p in self.policies if p.decides]
+        if len(deciders) >= 2:
+            out["regression"] = {
+                f"{other} vs {deciders[0]}": self._regression(deciders[0], other)
+                for other in deciders[1:]
+            }
+        cf = self.counterfactual
+        if cf is not None:
+            means, diffs = cf.means(), cf.differences()
+            out["counterfactual"] = {
+                "reference": cf.reference,
+                "starts": int(cf.start_time_s.size),
+                "horizon_s": cf.horizon_s,
+            }
+            for name in cf.policies:
+                entry = out["policies"][name]
+                entry["kpis"] = {k: v.as_dict() for k, v in means[name].items()}
+                if name in diffs:
+                    entry["difference_vs_reference"] = {
+                        k: v.as_dict() for k, v in diffs[name].items()
+                    }
+        return finite_json(out)
+
+    def _regression(self, a: str, b: str) -> dict[str, Any]:
+        """Where and how much the decisions of optimizer policies `a` and `b` differ."""
+        rows = self.decisions
+        policy = np.array(rows.policy)
+        sa = np.stack([rows.setpoints[i] for i in np.flatnonzero(policy == a)])
+        sb = np.stack([rows.setpoints[i] for i in np.flatnonzero(policy == b)])
+        span = _spans(self.spec)
+        rel = np.nan_to_num(np.abs(sa - sb)) / span  # (points, stations, 2)
+        per_point = rel.reshape(rel.shape[0], -1).max(axis=1)
+        worst_station = rel.max(axis=2).argmax(axis=1)
+        names = [st.name for st in self.spec.stations]
+        differs = per_point > 0.01
+        counts = np.bincount(worst_station[differs], minlength=len(names))
+        profit_a = np.array(rows.diff["profit_per_hour"])[policy == a]
+        profit_b = np.array(rows.diff["profit_per_hour"])[policy == b]
+        times = self.windows["time_s"]
+        return {
+            "points": int(per_point.size),
+            "differ_share": float(differs.mean()),
+            "max_relative_difference": float(per_point.max()),
+            "mean_relative_difference": float(per_point.mean()),
+            "first_differing_time_s": float(times[np.argmax(differs)]) if differs.any() else None,
+            "stations_most_often_differing": {
+                names[i]: int(counts[i]) for i in np.argsort(-counts)[:5] if counts[i] > 0
+            },
+            "predicted_profit_gain_difference": mean_interval(profit_b - profit_a).as_dict(),
+        }
+
+
+def replay(
+    recording: str | Path,
+    policies: Sequence[Policy],
+    settings: ReplaySettings | None = None,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Replay decisions of `policies` on the recording and run their counterfactuals."""
+    settings = settings or ReplaySettings()
+    settings.check()
+    spec = recording_spec(recording)
+    for p in policies:
+        if p.model is not None and p.model.schema.spec_hash != spec.spec_hash():
+            raise ReplayError(
+                f"--policy {p.name!r}: model {p.model_dir} was trained for another line than "
+                f"the recording's ({spec.name!r})"
+            )
+    replayer = DecisionReplayer(spec, policies)
+    points: list[Point] = []
+    chosen: list[dict[str, np.ndarray]] = []
+    windows: dict[str, list[float]] = {k: [] for k in ("time_s", *KPI_NAMES)}
+
+    def read(done: int, total: int) -> None:
+        if progress is not None:
+            progress("decisions", done, total)
+
+    for point in scan(
+        recording,
+        settings.cadence_s,
+        scenario=settings.scenario,
+        seed=settings.seed,
+        seeds=settings.seeds,
+        start_every=settings.steps,
+        on_progress=read,
+    ):
+        chosen.append(replayer.add(point))
+        points.append(point)
+        windows["time_s"].append(point.time_s)
+        for k in KPI_NAMES:
+            windows[k].append(point.window[k])
+    counterfactual = None
+    if settings.seeds:
+
+        def ran(done: int, total: int) -> None:
+            if progress is not None:
+                progress("counterfactual", done, total)
+
+        counterfactual = run_counterfactuals(
+            points, chosen, policies, settings.steps, settings.cadence_s, seed=settings.seed,
+            on_progress=ran,
+        )  # fmt: skip
+    return ReplayResult(
+        recording=str(recording),
+        spec=spec,
+        policies=list(policies),
+        settings=settings,
+        windows={k: np.array(v) for k, v in windows.items()},
+        decisions=replayer.rows,
+        counterfactual=counterfactual,
+    )
+
+
+def _spans(spec: LineSpec) -> np.ndarray:
+    from twin.params import compile_params
+
+    lp = compile_params(spec)
+    return np.where(lp.present, np.maximum(lp.upper - lp.lower, 1e-12), 1.0)
+
+
+# -- outputs ----------------------------------------------------------------------------------
+def decisions_table(result: ReplayResult) -> pa.Table:
+    """One row per decision point and policy (see docs/replay.md)."""
+    rows = result.decisions
+    n = result.spec.n_stations
+    sp = np.stack(rows.setpoints) if len(rows) else np.zeros((0, n, 2))
+    rec = np.stack(rows.recorded) if len(rows) else np.zeros((0, n, 2))
+
+    def lists(a: np.ndarray) -> pa.Array:
+        return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), pa.float64()), n)
+
+    cols: dict[str, Any] = {
+        "time_s": pa.array(rows.time_s, pa.float64()),
+        "tick": pa.array(rows.tick, pa.int64()),
+        "policy": pa.array(rows.policy, pa.string()),
+        "speed": lists(sp[..., 0]),
+        "temperature_c": lists(sp[..., 1]),
+        "recorded_speed": lists(rec[..., 0]),
+        "recorded_temperature_c": lists(rec[..., 1]),
+        "max_relative_change": pa.array(rows.change, pa.float64()),
+        "fallback": pa.array(rows.fallback, pa.bool_()),
+        "status": pa.array(rows.status, pa.string()),
+        "reasons": pa.array(rows.reasons, pa.list_(pa.string())),
+    }
+    for k in KPI_NAMES:
+        cols[f"predicted_{k}"] = pa.array(rows.predicted[k], pa.float64())
+        cols[f"predicted_diff_{k}"] = pa.array(rows.diff[k], pa.float64())
+        cols[f"predicted_diff_{k}_std"] = pa.array(rows.diff_std[k], pa.float64())
+    meta = {"linetwin.station_names": json.dumps([s.name for s in result.spec.stations])}
+    return pa.table(cols).replace_schema_metadata(meta)
+
+
+def windows_table(result: ReplayResult) -> pa.Table:
+    """The recorded KPIs of each decision window (ending at `time_s`)."""
+    return pa.table({k: pa.array(v, pa.float64()) for k, v in result.windows.items()})
+
+
+def counterfactual_table(cf: Counterfactual) -> pa.Table:
+    """One row per policy, start and seed: the run's KPIs."""
+    n_starts, seeds = next(iter(cf.kpis[cf.reference].values())).shape
+    cols: dict[str, list[Any]] = {"policy": [], "start_time_s": [], "seed": []}
+    cols.update({k: [] for k in KPI_NAMES})
+    for p in cf.policies:
+        cols["policy"] += [p] * (n_starts * seeds)
+        cols["start_time_s"] += np.repeat(cf.start_time_s, seeds).tolist()
+        cols["seed"] += np.tile(np.arange(seeds), n_starts).tolist()
+        for k in KPI_NAMES:
+            cols[k] += cf.kpis[p][k].reshape(-1).tolist()
+    return pa.table(cols)
+
+
+def write_outputs(result: ReplayResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write the tables (Parquet), `summary.json` and `report.html` into `out_dir`."""
+    from replay.report import write_report
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReplayError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
+    files = {
+        "decisions": out / "decisions.parquet",
+        "windows": out / "windows.parquet",
+        "summary": out / "summary.json",
+        "report": out / "report.html",
+    }
+    tables = {"decisions": decisions_table(result), "windows": windows_table(result)}
+    if result.counterfactual is not None:
+        files["counterfactual"] = out / "counterfactual.parquet"
+        tables["counterfactual"] = counterfactual_table(result.counterfactual)
+    for name, table in tables.items():
+        pq.write_table(table, files[name], compression="zstd")
+    summary = result.summary()
+    files["summary"].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_report(files["report"], result, summary)
+    return files

@@ -1,0 +1,106 @@
+"""Rebuild the twin's state from one recorded row, to replay decisions on it or fork runs from it.
+
+A recording holds what a plant can log (statuses, buffer levels, counters, energy, wear,
+readings, setpoints), not the twin's hidden clocks (when the part in process will finish,
+the failure budget). `restore` fills those in with draws from their conditional law:
+
+- memoryless clocks (exponential processing, failure budgets, repairs) are drawn fresh, as
+  `Twin.fork` does (`twin.state.redraw_memoryless`): exact by memorylessness;
+- the remaining time of a deterministic part in process is drawn uniform on (0, cycle), the
+  law of the time left on a constant-length job seen at a random instant;
+- temperatures start at the reading (the setpoint where the reading is missing or invalid);
+- cumulative status times start at zero (KPIs are differences over a window, so this is
+  harmless).
+
+A state that a plant log makes inconsistent (a starved station with parts waiting upstream)
+is not repaired by hand: the twin resolves it at the next upstream event, as the line would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from twin import layout as L
+from twin.errors import TwinError
+from twin.params import compile_params
+from twin.recorder import Recording
+from twin.sensors import Readings
+from twin.snapshot import Snapshot
+from twin.state import TwinState, initial_state, redraw_memoryless
+
+
+def restore(
+    rec: Recording,
+    index: int,
+    scenario: int,
+    rng: np.random.Generator,
+    copies: int = 1,
+    time_s: float | None = None,
+) -> Snapshot:
+    """Return the line of row `index` (tick position in `rec`) of `scenario` as a snapshot.
+
+    The snapshot has `copies` scenarios, each with its own draws of the hidden clocks from
+    `rng` (so `Twin(spec, copies, state=snap.state.copy(), time_s=snap.time_s, ...)` runs
+    `copies` independent continuations); readings are the recorded ones, repeated. `time_s`
+    puts the snapshot at another line time (default: the recorded one); only differences of
+    times matter to the twin, so forks of rows recorded at different times can share a twin.
+    """
+    if not 0 <= index < rec.n_ticks:
+        raise TwinError(f"row {index} is not in the recording chunk ({rec.n_ticks} ticks)")
+    if not 0 <= scenario < rec.n_scenarios:
+        raise TwinError(f"scenario {scenario} is not in the recording ({rec.n_scenarios})")
+    spec = rec.spec
+    lp = compile_params(spec)
+    p = lp.params
+    t = float(rec.time_s[index]) if time_s is None else float(time_s)
+    n = spec.n_stations
+
+    def row(a: np.ndarray) -> np.ndarray:
+        return np.repeat(a[index, scenario][None], copies, axis=0)
+
+    state = initial_state(lp, copies, rng, t)
+    fs, ist = state.fstate, state.istate
+    status = row(rec.status).astype(np.int64)
+    ist[:, :, L.I_STATUS] = status
+    ist[:, :, L.I_DONE] = row(rec.completed)
+    ist[:, :, L.I_SCRAP] = row(rec.scrapped)
+    ist[:, :, L.I_FAILS] = row(rec.failures)
+    state.level[:, : n - 1] = row(rec.buffer_level)
+    state.counts[:, L.C_RELEASED] = row(rec.released)
+    state.counts[:, L.C_OUT] = row(rec.good_out)
+    state.counts[:, L.C_SCRAP] = row(rec.scrap_total)
+    fs[:, :, L.F_ENERGY] = row(rec.energy_kwh)
+    fs[:, :, L.F_WEAR] = row(rec.wear)
+    temperature = row(rec.temperature_c)
+    setpoint_t = row(rec.temperature_setpoint_c)
+    known = np.isfinite(temperature) & row(rec.temperature_valid)
+    thermal = p[:, L.P_THERMAL] > 0
+    fs[:, :, L.F_TEMP] = np.where(
+        thermal, np.where(known, temperature, setpoint_t), fs[:, :, L.F_TEMP]
+    )
+    # The part in process runs at the nominal speed in this state (initial_state's); the
+    # kernel rescales what is left when the recorded speed comes into force at the first step.
+    cycle = p[:, L.P_CYCLE] / fs[:, :, L.F_SPEED]
+    deterministic = p[:, L.P_EXPO] <= 0
+    left = rng.uniform(size=(copies, n)) * cycle
+    busy = status == L.BUSY
+    fs[:, :, L.F_TDONE] = np.where(busy & deterministic, t + left, np.inf)
+    fs[:, :, L.F_LEFT] = np.where((status == L.DOWN) & deterministic, left, 0.0)
+    redraw_memoryless(state, lp, rng, t)
+    readings = Readings(
+        temperature_c=temperature,
+        power_kw=row(rec.power_kw),
+        vibration_mm_s=row(rec.vibration_mm_s),
+        valid=np.stack(
+            [row(rec.temperature_valid), row(rec.power_valid), row(rec.vibration_valid)], axis=-1
+        ),
+    )
+    # The twin's convention: 0.0 where a station has no such setpoint (recordings hold NaN).
+    setpoints = np.where(lp.present, np.stack([row(rec.speed), setpoint_t], axis=-1), 0.0)
+    return Snapshot(spec, t, _checked(state), setpoints, readings)
+
+
+def _checked(state: TwinState) -> TwinState:
+    if (state.level < 0).any() or (state.istate < 0).any() or (state.counts < 0).any():
+        raise TwinError("recorded counts or buffer levels are negative")
+    return state
