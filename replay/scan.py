@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from replay.errors import ReplayError
 from twin.errors import TwinError
 from twin.kpi import window_kpis
+from twin.params import LineParams, compile_params
 from twin.recorder import Recording, iter_recording
 from twin.restore import restore
 from twin.snapshot import Snapshot
@@ -72,6 +73,7 @@ def scan(
     if not (np.isfinite(cadence_s) and cadence_s > 0):
         raise ReplayError(f"--cadence must be a positive number of s, got {cadence_s}")
     root = np.random.SeedSequence(seed)
+    params: LineParams | None = None
     previous: Snapshot | None = None
     next_time: float | None = None
     count = read = 0
@@ -85,22 +87,24 @@ def scan(
                 f"(it has {chunk.n_scenarios} scenario(s))"
             )
         times = chunk.time_s
+        if params is None:
+            params = compile_params(chunk.spec)
         if next_time is None:
             next_time = float(times[0]) + cadence_s
-            previous = _restore(chunk, 0, scenario, root, -1, 1, None)
+            previous = _restore(chunk, 0, scenario, root, -1, 1, None, params)
         start = 0
         while True:
             hits = np.flatnonzero(times[start:] >= next_time - 1e-9)
             if hits.size == 0:
                 break
             j = start + int(hits[0])
-            snap = _restore(chunk, j, scenario, root, count, 1, None)
+            snap = _restore(chunk, j, scenario, root, count, 1, None, params)
             assert previous is not None
             window = window_kpis(previous, snap)
             values = {k: float(getattr(window, k)[0]) for k in KPI_NAMES}
             fork = None
             if seeds > 0 and count % start_every == 0:
-                fork = _restore(chunk, j, scenario, root, count, seeds, 0.0)
+                fork = _restore(chunk, j, scenario, root, count, seeds, 0.0, params)
             yield Point(
                 index=count,
                 tick=int(chunk.tick[j]),
@@ -141,12 +145,13 @@ def _restore(
     point: int,
     copies: int,
     time_s: float | None,
+    params: LineParams,
 ) -> Snapshot:
     # One stream per (point, purpose): decisions and forks of a point draw independently.
     purpose = 0 if copies == 1 and time_s is None else 1
     stream = np.random.SeedSequence(root.entropy, spawn_key=(point + 1, purpose))
     rng = np.random.default_rng(stream)
     try:
-        return restore(chunk, j, scenario, rng, copies, time_s=time_s)
+        return restore(chunk, j, scenario, rng, copies, time_s=time_s, params=params)
     except TwinError as exc:
         raise ReplayError(f"recorded row {j}: {exc}") from None

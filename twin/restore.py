@@ -22,7 +22,7 @@ import numpy as np
 
 from twin import layout as L
 from twin.errors import TwinError
-from twin.params import compile_params
+from twin.params import LineParams, compile_params
 from twin.recorder import Recording
 from twin.sensors import Readings
 from twin.snapshot import Snapshot
@@ -36,6 +36,7 @@ def restore(
     rng: np.random.Generator,
     copies: int = 1,
     time_s: float | None = None,
+    params: LineParams | None = None,
 ) -> Snapshot:
     """Return the line of row `index` (tick position in `rec`) of `scenario` as a snapshot.
 
@@ -44,13 +45,14 @@ def restore(
     `copies` independent continuations); readings are the recorded ones, repeated. `time_s`
     puts the snapshot at another line time (default: the recorded one); only differences of
     times matter to the twin, so forks of rows recorded at different times can share a twin.
+    `params` saves compiling the spec again (`compile_params(rec.spec)`).
     """
     if not 0 <= index < rec.n_ticks:
         raise TwinError(f"row {index} is not in the recording chunk ({rec.n_ticks} ticks)")
     if not 0 <= scenario < rec.n_scenarios:
         raise TwinError(f"scenario {scenario} is not in the recording ({rec.n_scenarios})")
     spec = rec.spec
-    lp = compile_params(spec)
+    lp = compile_params(spec) if params is None else params
     p = lp.params
     t = float(rec.time_s[index]) if time_s is None else float(time_s)
     n = spec.n_stations
