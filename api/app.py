@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -22,12 +23,13 @@ from starlette.types import Receive, Scope, Send
 
 from api.auth import Principal, RateLimiter, require
 from api.fastpath import SetpointFastPath, etag_matches
-from api.keys import Permission
+from api.keys import PERMISSIONS, Permission
 from api.metrics import CONTENT_TYPE
 from api.runtime import InvalidInputError, NotHeldError, Published, Runtime, StateConflictError
 from api.schemas import (
     AckIn,
     AckOut,
+    AuditHeadOut,
     AuditOut,
     AuditPage,
     BufferState,
@@ -42,6 +44,8 @@ from api.schemas import (
     Estimate,
     Health,
     Interval,
+    KpiHistoryOut,
+    KpiPoint,
     KpisOut,
     LineOut,
     ModeChangeOut,
@@ -52,6 +56,7 @@ from api.schemas import (
     ObjectiveOut,
     OverrideIn,
     OverridesOut,
+    PendingOut,
     Readiness,
     ReasonIn,
     RollbackIn,
@@ -61,11 +66,13 @@ from api.schemas import (
     WhatIfIn,
     WhatIfOut,
     WhatIfResult,
+    WhoAmIOut,
 )
 from api.storage import NotFoundError
+from api.webpage import mount_web
 from optimizer.errors import ProblemError
 from twin.jsonable import finite_json
-from twin.kpi import Kpis
+from twin.kpi import Kpis, window_kpis
 from twin.layout import STATUS_NAMES
 from twin.params import setpoints_to_mapping
 from twin.snapshot import Snapshot
@@ -674,4 +681,77 @@ def create_app(runtime: Runtime) -> App:
         """Prometheus metrics of this process."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    # -- reads the web page needs (any key may read them) -----------------------------------
+    @app.get("/v1/whoami", response_model=WhoAmIOut, responses=AUTH_ERRORS, tags=["keys"])
+    def get_whoami(who: Principal = read) -> WhoAmIOut:
+        """The calling key's public id, role and permissions (a client may hide what the key
+        may not do; every route still checks)."""
+        return WhoAmIOut.model_validate(
+            {
+                "key_id": who.key_id,
+                "role": str(who.role),
+                "permissions": sorted(str(p) for p in PERMISSIONS[who.role]),
+            }
+        )
+
+    @app.get("/v1/kpis/history", response_model=KpiHistoryOut, responses=AUTH_ERRORS, tags=["line"])
+    def get_kpi_history(
+        step_s: Annotated[
+            float,
+            Query(ge=1, le=86_400, allow_inf_nan=False, description="Line s between points."),
+        ] = 60.0,
+        average_s: Annotated[
+            float,
+            Query(gt=0, le=86_400, allow_inf_nan=False, description="Line s each point averages."),
+        ] = 600.0,
+        limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest.")] = 360,
+        _: Principal = read,
+    ) -> KpiHistoryOut:
+        """The measured KPI trend over the snapshots the service keeps (`kpi_window_max_s`):
+        one point at each multiple of `step_s` line s, averaged over the `average_s` before it."""
+        snaps = list(runtime.history)
+        points: list[KpiPoint] = []
+        if len(snaps) >= 2:
+            times = [s.time_s for s in snaps]
+            top = math.floor(times[-1] / step_s + 1e-9)
+            ends = [(top - n) * step_s for n in range(limit)]
+            for t in reversed([t for t in ends if t > times[0] + 1e-9]):
+                j = bisect_right(times, t + 1e-9) - 1
+                i = bisect_left(times, t - average_s - 1e-9)
+                if i >= j:
+                    continue
+                k = window_kpis(snaps[i], snaps[j])
+                points.append(
+                    KpiPoint(
+                        time_s=times[j],
+                        window_s=times[j] - times[i],
+                        **{n: _scalar(k, n) for n in TWIN_KPIS},
+                    )
+                )
+        return KpiHistoryOut(step_s=step_s, average_s=average_s, points=points)
+
+    @app.get(
+        "/v1/decisions/pending", response_model=PendingOut, responses=AUTH_ERRORS, tags=["history"]
+    )
+    def get_pending(_: Principal = read) -> PendingOut:
+        """The advisory recommendation awaiting approval or rejection; null in other modes, and
+        once it is approved, rejected or superseded by an engineer's change."""
+        mode = str(runtime.mode)
+        pending = runtime.controller.pending
+        decision = None
+        if pending is not None and mode == "advisory":
+            stored = runtime.storage.decision(pending.version)
+            if stored is not None and stored.id == pending.id:
+                decision = DecisionOut.model_validate(stored.payload)
+            else:
+                decision = DecisionOut.model_validate(finite_json(pending.to_json(spec)))
+        return PendingOut.model_validate({"mode": mode, "decision": decision})
+
+    @app.get("/v1/audit/head", response_model=AuditHeadOut, responses=AUTH_ERRORS, tags=["history"])
+    def get_audit_head(_: Principal = read) -> AuditHeadOut:
+        """The newest audit record's seq and hash (page back from it with `after`)."""
+        seq, digest = runtime.audit.head()
+        return AuditHeadOut(seq=seq, hash=digest)
+
+    mount_web(app)
     return app

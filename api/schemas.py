@@ -311,3 +311,46 @@ class LineOut(BaseModel):
     spec_hash: str
     stations: list[StationSpecOut]
     spec: dict[str, Any]
+
+
+# -- reads the web page needs ------------------------------------------------------------------
+class WhoAmIOut(BaseModel):
+    """The calling key: its public id, its role and what that role may do."""
+
+    key_id: str
+    role: Literal["viewer", "controller", "engineer", "admin"]
+    permissions: list[str] = Field(description="Permission names, sorted.")
+
+
+class KpiPoint(BaseModel):
+    """KPIs over the `window_s` line seconds that end at `time_s` (null when not finite)."""
+
+    time_s: float = Field(description="Line time at the end of the window, s.")
+    window_s: float = Field(description="Actual window, line s (shorter near the start).")
+    throughput_per_hour: float | None
+    scrap_rate: float | None
+    energy_kwh_per_good_part: float | None
+    energy_kwh_per_hour: float | None
+    profit_per_hour: float | None
+
+
+class KpiHistoryOut(BaseModel):
+    """Measured KPI trend over the snapshot history the service keeps, oldest first."""
+
+    step_s: float = Field(description="Line s between points (points at multiples of it).")
+    average_s: float = Field(description="Line s each point averages over.")
+    points: list[KpiPoint]
+
+
+class PendingOut(BaseModel):
+    """The advisory recommendation awaiting approval, if any."""
+
+    mode: ModeName
+    decision: DecisionOut | None = Field(description="The pending decision; null when none.")
+
+
+class AuditHeadOut(BaseModel):
+    """The newest audit record's seq and hash (seq 0: the log is empty)."""
+
+    seq: int
+    hash: str

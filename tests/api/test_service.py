@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from api.app import create_app
-from api.keys import Role
+from api.keys import PERMISSIONS, Role
 from api.runtime import Runtime
 from api.settings import Settings
 from models.checkpoint import load
@@ -74,6 +74,10 @@ ROUTES = [
     ("PUT", "/v1/mode", Role.ENGINEER),
     ("GET", "/v1/audit", Role.VIEWER),
     ("GET", "/v1/decisions", Role.VIEWER),
+    ("GET", "/v1/whoami", Role.VIEWER),
+    ("GET", "/v1/kpis/history", Role.VIEWER),
+    ("GET", "/v1/decisions/pending", Role.VIEWER),
+    ("GET", "/v1/audit/head", Role.VIEWER),
 ]
 PERMITTED = {
     Role.VIEWER: {Role.VIEWER, Role.CONTROLLER, Role.ENGINEER, Role.ADMIN},
@@ -311,3 +315,60 @@ def test_settings_from_env(tmp_path: Path) -> None:
         Settings.load({"LINETWIN_PORT": "http"})
     with pytest.raises(UsageError, match="--speed"):
         Settings.load({}, speed=-1.0)
+
+
+# -- the reads the web page needs ----------------------------------------------------------------
+def test_whoami_names_the_key_role_and_permissions(service: Service) -> None:
+    for role in Role:
+        body = service.client.get("/v1/whoami", headers=service.auth(role)).json()
+        assert body["key_id"] == service.keys[role][:11]
+        assert body["role"] == role
+        assert body["permissions"] == sorted(str(p) for p in PERMISSIONS[role])
+
+
+def test_kpi_history(service: Service) -> None:
+    c, runtime, h = service.client, service.runtime, service.auth(Role.VIEWER)
+    wait_until(lambda: runtime.history[-1].time_s - runtime.history[0].time_s >= 400)
+    points = c.get("/v1/kpis/history?step_s=60&average_s=120", headers=h).json()["points"]
+    assert len(points) >= 5
+    times = [p["time_s"] for p in points]
+    assert times == sorted(set(times))
+    assert all(0 < p["window_s"] <= 120 for p in points)
+    assert all(p["throughput_per_hour"] >= 0 for p in points)
+    assert all(0 <= p["scrap_rate"] <= 1 for p in points)
+    two = c.get("/v1/kpis/history?step_s=60&average_s=120&limit=2", headers=h).json()
+    assert len(two["points"]) == 2 and two["step_s"] == 60 and two["average_s"] == 120
+    assert two["points"][-1]["time_s"] >= points[-1]["time_s"]
+    for bad in ("step_s=0", "step_s=inf", "average_s=nan", "average_s=0", "limit=0"):
+        assert c.get(f"/v1/kpis/history?{bad}", headers=h).status_code == 422, bad
+
+
+def test_pending_recommendation(service: Service) -> None:
+    c, runtime, h = service.client, service.runtime, service.auth(Role.VIEWER)
+    assert runtime.mode == "advisory"
+    wait_until(lambda: runtime.controller.pending is not None)
+    body = c.get("/v1/decisions/pending", headers=h).json()
+    assert body["mode"] == "advisory"
+    pending = body["decision"]
+    assert pending["mode"] == "advisory" and pending["applied"] is False
+    v = pending["version"]
+    stored = c.get(f"/v1/decisions?after={v - 1}&limit=1", headers=h).json()["decisions"][0]
+    assert stored == pending
+    engineer = service.auth(Role.ENGINEER)
+    c.put("/v1/mode", json={"mode": "manual", "reason": "pending test"}, headers=engineer)
+    try:
+        assert c.get("/v1/decisions/pending", headers=h).json() == {
+            "mode": "manual",
+            "decision": None,
+        }
+    finally:
+        c.put("/v1/mode", json={"mode": "advisory", "reason": "restore"}, headers=engineer)
+
+
+def test_audit_head(service: Service) -> None:
+    c, runtime, h = service.client, service.runtime, service.auth(Role.VIEWER)
+    head = c.get("/v1/audit/head", headers=h).json()
+    seq, digest = runtime.audit.head()
+    assert head == {"seq": seq, "hash": digest}
+    last = c.get(f"/v1/audit?after={seq - 1}", headers=h).json()["records"]
+    assert [r["seq"] for r in last] == [seq] and last[0]["hash"] == digest

@@ -1,0 +1,189 @@
+"""Fixtures of the web page's end-to-end tests: a real `linetwin serve` and headless Chromium.
+
+Chromium is Debian's `chromium` package driven by Playwright for Python (Playwright's own
+browser download needs a CDN; this needs only the Debian mirror). `scripts/setup.sh dev` installs
+it; where it is still missing, these fixtures try the same `apt-get install` (as root, or with
+passwordless sudo) and skip, saying why, only when no browser can be found or installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.keys import KeyStore
+from api.storage import Storage, database_path
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # without these, Chromium's own connections are
+    "--disable-component-update",  # refused by a closed network and slow the page down
+    "--disable-sync",
+]
+LINETWIN = [sys.executable, "-c", "from api.cli import main; main()"]
+SPEED = 120.0
+"""Line seconds per wall second: the displayed line time moves by 12 s every 0.1 s."""
+PERIOD_S = 600.0
+"""Line seconds per controller cycle: a new advisory recommendation every 5 wall s, time
+enough to read and approve it before the next one replaces it."""
+
+
+def find_chromium() -> str | None:
+    """The path of a Chromium executable, or None."""
+    if os.access("/usr/bin/chromium", os.X_OK):
+        return "/usr/bin/chromium"
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def install_chromium() -> str:
+    """Try Debian's `chromium` package; return what happened, in words."""
+    if shutil.which("apt-get") is None:
+        return "no apt-get here"
+    if os.geteuid() == 0:
+        sudo: list[str] = []
+    elif (
+        shutil.which("sudo")
+        and subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
+    ):
+        sudo = ["sudo", "-n"]
+    else:
+        return "not root and no passwordless sudo, so apt-get cannot install it"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+    try:
+        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:  # the package lists may be missing or stale
+            subprocess.run(
+                [*sudo, "apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300
+            )
+            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        return "apt-get timed out"
+    if done.returncode != 0:
+        return f"apt-get install chromium failed: {done.stderr.strip()[-300:]}"
+    return "installed"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The Chromium executable Playwright drives (found, or installed with apt-get)."""
+    path = find_chromium()
+    if path is None:
+        why = install_chromium()
+        path = find_chromium()
+        if path is None:
+            pytest.skip(
+                f"no Chromium for the web page's browser tests ({why}); install Debian's "
+                "`chromium` package (`apt-get install chromium`) or run `scripts/setup.sh dev` "
+                "as root"
+            )
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Any]:
+    """A headless Chromium, driven by Playwright's sync API."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running `linetwin serve`: its base URL and one key per role the tests use."""
+
+    url: str
+    keys: dict[str, str]
+    data_dir: Path
+
+    def get(self, path: str, role: str = "engineer") -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.keys[role]}"}
+        return httpx.get(self.url + path, headers=headers, timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`linetwin serve` on the bundled example line (its shipped checkpoint: nothing to
+    train) in advisory mode at 120x, with an engineer key and a viewer key."""
+    tmp = tmp_path_factory.mktemp("web")
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    with Storage(database_path(data_dir), create=True) as storage:
+        store = KeyStore(storage)
+        keys = {
+            role: store.create(role, f"web test {role}", actor="test").key
+            for role in ("engineer", "viewer")
+        }
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINETWIN_")}
+    env.update(PYTHONUNBUFFERED="1", LINETWIN_PERIOD_S=str(PERIOD_S))
+    cmd = [
+        *LINETWIN, "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+        "--port", str(port), "--mode", "advisory", "--speed", str(SPEED),
+    ]  # fmt: skip
+    log_path = tmp / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"serve did not start (exit {proc.poll()}): {log_path.read_text()}")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield Served(url, keys, data_dir)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """The folder for test artifacts (screenshots, timings): `tests/artifacts/`, ignored by
+    git."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
