@@ -76,6 +76,7 @@ from twin.kpi import Kpis, window_kpis
 from twin.layout import STATUS_NAMES
 from twin.params import setpoints_to_mapping
 from twin.snapshot import Snapshot
+from twin.stats import t975
 
 MAX_WAIT_S = 60.0
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -89,12 +90,6 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
         "description": "Nothing pending, another decision pending, or not in advisory mode.",
     },
 }
-T975 = (
-    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.306, 2.2622, 2.2281,
-    2.201, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.093, 2.086,
-    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423, 2.0395,
-)  # fmt: skip
-"""Student t 97.5% quantiles for 1..31 degrees of freedom (forked runs: 2..32 seeds)."""
 MAX_TWIN_CANDIDATES = 8
 MAX_INT64 = 2**63 - 1  # SQLite INTEGER
 SSE_EVENT_SCHEMA: dict[str, Any] = {
@@ -135,7 +130,7 @@ def _interval(values: np.ndarray) -> Interval:
     if v.size < 2:
         return Interval(mean=mean, std=None, ci_low=None, ci_high=None)
     std = float(v.std(ddof=1))
-    half = T975[min(v.size - 1, len(T975)) - 1] * std / math.sqrt(v.size)
+    half = t975(v.size - 1) * std / math.sqrt(v.size)
     return Interval(mean=mean, std=std, ci_low=mean - half, ci_high=mean + half)
 
 
