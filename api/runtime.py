@@ -32,6 +32,7 @@ from api.audit import AuditLog, AuditRecord
 from api.errors import ApiError
 from api.keys import KeyStore
 from api.metrics import Metrics
+from api.recording import RunRecorder
 from api.settings import Settings
 from api.storage import DecisionRecord, Storage, StorageError, database_path
 from models.dataset import recent_throughput
@@ -161,12 +162,16 @@ class Runtime:
         """Wall time (s since the epoch) the last cycle finished, or None."""
         self.cycle_error: BaseException | None = None
         self.stopped = False
+        self.recorder: RunRecorder | None = None
+        """Records the run when `settings.record` is set (from `start`)."""
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         """Start the real-time twin and the controller thread."""
         if self._thread is not None:
             raise ApiError("the runtime is already started")
+        if self.settings.record is not None:
+            self.recorder = RunRecorder(self.twin, self.settings.record, seed=self.settings.seed)
         self._started_at = time.time()
         sub = self.twin.subscribe(maxsize=256)
         first = self.twin.twin.snapshot()
@@ -190,7 +195,11 @@ class Runtime:
             if self._thread is not None:
                 self._thread.join(timeout)
             self._wake_all()
-            self.storage.close()
+            try:
+                if self.recorder is not None:
+                    self.recorder.stop()
+            finally:
+                self.storage.close()
 
     def close_streams(self) -> None:
         """End every open state stream and long poll (call before the HTTP server drains its

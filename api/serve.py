@@ -27,6 +27,12 @@ MODES = ("closed", "advisory", "manual")
 @click.option("--port", type=int, default=None, help="TCP port [default: 8000].")
 @click.option("--mode", type=click.Choice(MODES), default=None, help="Mode at start [advisory].")
 @click.option("--speed", type=float, default=None, help="Line seconds per wall second [60].")
+@click.option(
+    "--record",
+    "record",
+    metavar="FILE.parquet",
+    help="Record every snapshot (complete once the service stops; for `linetwin replay`).",
+)
 def serve(
     line: str | None,
     model_dir: str | None,
@@ -35,6 +41,7 @@ def serve(
     port: int | None,
     mode: str | None,
     speed: float | None,
+    record: str | None,
 ) -> None:
     """Run the line's real-time twin, the controller and the API until SIGTERM or Ctrl-C.
 
@@ -56,6 +63,7 @@ def serve(
         port=port,
         mode=mode,
         speed=speed,
+        record=record,
     )
     spec = load_line(settings.line)
     model = load_or_train(

@@ -38,6 +38,11 @@ class Settings(BaseModel):
     host: str = Field(default="127.0.0.1", min_length=1, description="Address to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     mode: ModeName = Field(default="advisory", description="Controller mode at start.")
+    record: Path | None = Field(
+        default=None,
+        description="Record every snapshot to this Parquet file (docs/recordings.md); it must "
+        "not exist yet, and is complete once the service stops.",
+    )
     speed: float = Field(
         default=60.0, gt=0, allow_inf_nan=False, description="Line seconds per wall second."
     )
