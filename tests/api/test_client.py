@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from pollserver import LiveServer, free_port
+from waiting import wait_until
 
 from api.client import Backoff, PolledDecision, PollerError, SetpointPoller, TransientError
 from api.keys import Role
@@ -33,14 +34,6 @@ def server(two: LineSpec, model_dir: Path, tmp_path: Path) -> Iterator[LiveServe
 def key_of(live: LiveServer, role: Role) -> str:
     assert live.runtime is not None
     return live.runtime.keys.create(role, f"test {role}", actor="test").key
-
-
-def wait_until(cond: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 class Running:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from waiting import wait_until
 
 import optimizer.controller as controller_module
 from api.app import create_app
@@ -73,14 +74,6 @@ def svc(two: LineSpec, model_dir: Path, tmp_path: Path) -> Iterator[Svc]:
         yield s
     finally:
         runtime.stop()
-
-
-def wait_until(cond: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 # -- role matrix -----------------------------------------------------------------------------

@@ -4,7 +4,6 @@ should be, and never where the route must decide (errors, long polls)."""
 from __future__ import annotations
 
 import asyncio
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from waiting import wait_until
 
 from api.app import create_app
 from api.auth import RateLimiter
@@ -29,14 +29,6 @@ with warnings.catch_warnings():
 
 ROUTE = "/v1/setpoints?wait=0"  # a query string: always the FastAPI route
 FAST = "/v1/setpoints"
-
-
-def wait_until(cond: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

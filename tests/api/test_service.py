@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from api.app import create_app
 from api.keys import PERMISSIONS, Role
@@ -26,14 +27,6 @@ with warnings.catch_warnings():
 def make_runtime(two: LineSpec, model_dir: Path, data_dir: Path, **kw: object) -> Runtime:
     settings = Settings.load({}, data_dir=data_dir, model_dir=model_dir, **kw)
     return Runtime(settings, two, load(model_dir, two))
-
-
-def wait_until(cond: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 class Service:

@@ -7,7 +7,7 @@ import csv
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from api.cli import main
 from replay.csv_export import export_csv
 from replay.csv_layout import csv_header
 from replay.errors import ImportCsvError
@@ -25,27 +24,7 @@ from twin import RecordingError, SensorFault, Twin, bundled_spec, loads_spec
 from twin.recorder import Recorder, Recording, read_recording, recording_schema
 
 ROOT = Path(__file__).resolve().parents[2]
-ARRAYS = (
-    "time_s",
-    "status",
-    "temperature_c",
-    "power_kw",
-    "vibration_mm_s",
-    "temperature_valid",
-    "power_valid",
-    "vibration_valid",
-    "completed",
-    "scrapped",
-    "failures",
-    "energy_kwh",
-    "wear",
-    "speed",
-    "temperature_setpoint_c",
-    "buffer_level",
-    "released",
-    "good_out",
-    "scrap_total",
-)
+ARRAYS = tuple(f.name for f in fields(Recording) if f.name not in ("spec", "meta", "tick"))
 TINY = 1  # block_bytes: the reader's smallest blocks, a few rows each
 
 
@@ -452,30 +431,6 @@ def test_write_block_matches_per_snapshot_writes_and_checks_columns(tmp_path):
 
 
 # ---------------------------------------------------------------------- command line
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """Run `linetwin ARGS...` in this process; return its exit code, stdout and stderr."""
-
-    def run(*args: str | Path) -> Result:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
 
 
 def test_cli_imports_exports_and_reports_errors(cli, example_run, tmp_path):
