@@ -26,8 +26,23 @@ from replay.scan import KPI_NAMES, Point
 from twin.kpi import window_kpis
 from twin.sim import Twin
 from twin.snapshot import Snapshot
+from twin.spec import LineSpec
 from twin.state import concat_states
 from twin.stats import Interval, mean_interval
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """What counterfactuals keep of a decision point: its recorded time, the recorded
+    setpoints `(n_stations, 2)` and, on start points, the forked line (else None)."""
+
+    time_s: float
+    recorded: np.ndarray
+    fork: Snapshot | None
+
+    @classmethod
+    def of(cls, point: Point) -> StartPoint:
+        return cls(point.time_s, point.recorded, point.fork)
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,8 @@ class Counterfactual:
 
 
 def run_counterfactuals(
-    points: Sequence[Point],
+    spec: LineSpec,
+    points: Sequence[StartPoint],
     chosen: Sequence[dict[str, np.ndarray]],
     policies: Sequence[Policy],
     steps: int,
@@ -77,7 +93,6 @@ def run_counterfactuals(
     if not starts:
         return None
     forks = [points[i].fork for i in starts]
-    spec = points[0].snapshot.spec
     seeds = forks[0].n_scenarios if forks[0] is not None else 0
     state = concat_states([f.state for f in forks if f is not None])
     n = state.n_scenarios

@@ -23,8 +23,8 @@ from replay.scan import KPI_NAMES, Point
 from twin.params import compile_params, nominal_setpoints
 from twin.spec import LineSpec
 
-REPLAY_STARTS = 64
-REPLAY_STEPS = 30
+REPLAY_STARTS = 32
+REPLAY_STEPS = 20
 """The fast method's multistart work per replayed decision (the live controller stops at a
 wall-clock deadline instead; replay needs the same answer on any machine, so it fixes the
 work). See docs/replay.md for how this compares with the live controller's decisions."""

@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from replay.counterfactual import Counterfactual, run_counterfactuals
+from replay.counterfactual import Counterfactual, StartPoint, run_counterfactuals
 from replay.decisions import DecisionReplayer, DecisionRows
 from replay.errors import ReplayError
 from replay.policies import Policy
-from replay.scan import KPI_NAMES, Point, recording_spec, scan
+from replay.scan import KPI_NAMES, recording_spec, scan
 from twin.jsonable import finite_json
 from twin.spec import LineSpec
 from twin.stats import mean_interval
@@ -176,7 +176,7 @@ def replay(
                 f"the recording's ({spec.name!r})"
             )
     replayer = DecisionReplayer(spec, policies)
-    points: list[Point] = []
+    points: list[StartPoint] = []  # not the points: their snapshots would add up over a day
     chosen: list[dict[str, np.ndarray]] = []
     windows: dict[str, list[float]] = {k: [] for k in ("time_s", *KPI_NAMES)}
 
@@ -194,7 +194,7 @@ def replay(
         on_progress=read,
     ):
         chosen.append(replayer.add(point))
-        points.append(point)
+        points.append(StartPoint.of(point))
         windows["time_s"].append(point.time_s)
         for k in KPI_NAMES:
             windows[k].append(point.window[k])
@@ -206,7 +206,7 @@ def replay(
                 progress("counterfactual", done, total)
 
         counterfactual = run_counterfactuals(
-            points, chosen, policies, settings.steps, settings.cadence_s, seed=settings.seed,
+            spec, points, chosen, policies, settings.steps, settings.cadence_s, seed=settings.seed,
             on_progress=ran,
         )  # fmt: skip
     return ReplayResult(
