@@ -222,3 +222,15 @@ def test_cli_replay_json(cli: Any, example_run: Path, tmp_path: Path) -> None:
     bad = cli("replay", example_run, "--policy", "optimizer:/nope", "--out", tmp_path / "x")
     assert bad.code == 2 and "/nope" in bad.err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_documented_python_example_runs(
+    example_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "replay.md").read_text("utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "replay(" in b]
+    shutil.copy(example_run, tmp_path / "run.parquet")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "docs/replay.md", "exec"), {})
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["policies"]["optimizer"]["difference_vs_reference"]["profit_per_hour"]["n"] > 0
