@@ -49,6 +49,16 @@ class Setpoint(BaseModel):
                 f"needs min <= nominal <= max (got min={self.min}, nominal={self.nominal}, "
                 f"max={self.max})"
             )
+        if self.grid is not None and self.grid > self.max_step:
+            raise ValueError(
+                f"grid ({self.grid}) is coarser than max_step ({self.max_step}): the setpoint "
+                "could never reach the next grid value within one cycle"
+            )
+        if self.resolution > self.max_step:
+            raise ValueError(
+                f"resolution ({self.resolution}) is larger than max_step ({self.max_step}): "
+                "every allowed move would be too small to send"
+            )
         return self
 
 

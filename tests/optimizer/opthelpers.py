@@ -48,8 +48,8 @@ GRIDDED = {
             "buffer_after": 3,
             "thermal": {"ideal_min_c": 140.0, "ideal_max_c": 160.0},
             "setpoints": {
-                # a grid step more than twice one cycle's move
-                "speed": {"min": 0.6, "max": 1.4, "nominal": 1.0, "max_step": 0.03, "grid": 0.1},
+                # a grid step as large as one cycle's move (the coarsest a spec may ask for)
+                "speed": {"min": 0.6, "max": 1.4, "nominal": 1.0, "max_step": 0.1, "grid": 0.1},
                 "temperature": {
                     "min": 100.0,
                     "max": 200.0,

@@ -155,7 +155,7 @@ def test_the_lines_exercise_what_the_properties_claim(example: LineSpec, gridded
     ex, gr = Limits.of(example), Limits.of(gridded)
     assert (~ex.present).any() and (ex.grid == 0).all() and (ex.resolution > 0).any()
     assert (gr.grid > 0).sum() == 4 and (~gr.present).any()
-    assert (gr.grid > gr.max_step).any()  # a grid step larger than one cycle's move
+    assert (gr.grid == gr.max_step).any()  # a grid step as large as one cycle's move
     # a grid whose maximum is not on it, and a setpoint without resolution
     assert not gr.on_grid(gr.upper)[2, 0] and (gr.resolution[gr.present] == 0).any()
 
@@ -375,7 +375,7 @@ def test_a_gridded_move_never_goes_away_from_its_target(gridded: LineSpec) -> No
     lim = Limits.of(gridded)
     guard = SetpointGuard(gridded)
     running, p = lim.nominal.copy(), lim.nominal.copy()
-    running[1, 0], p[1, 0] = 1.08, 0.6  # oven speed: grid 0.1, max_step 0.03
+    running[1, 0], p[1, 0] = 1.08, 0.6  # oven speed: grid 0.1, max_step 0.1, runs off-grid
     result = guard.check(p, running)
     assert result.setpoints[1, 0] <= 1.08, result.setpoints[1, 0]
 

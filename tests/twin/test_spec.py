@@ -174,12 +174,12 @@ def test_explicit_setpoints_are_kept() -> None:
         line(
             a="thermal = { ideal_min_c = 180.0, ideal_max_c = 200.0 }\n"
             "setpoints.temperature = { min = 150.0, max = 230.0, nominal = 185.0, max_step = 2 }\n"
-            "setpoints.speed = { min = 0.8, max = 1.2, nominal = 1.0, max_step = 0.05, grid = 0.1 }"
+            "setpoints.speed = { min = 0.8, max = 1.2, nominal = 1.0, max_step = 0.1, grid = 0.05 }"
         )
     )
     sp = spec.stations[0].setpoints
     assert sp.temperature == Setpoint(min=150.0, max=230.0, nominal=185.0, max_step=2.0)
-    assert sp.speed == Setpoint(min=0.8, max=1.2, nominal=1.0, max_step=0.05, grid=0.1)
+    assert sp.speed == Setpoint(min=0.8, max=1.2, nominal=1.0, max_step=0.1, grid=0.05)
 
 
 def test_strings_are_trimmed() -> None:
@@ -323,6 +323,24 @@ def test_spec_hash_sees_the_economics_and_the_thermal_window() -> None:
             "line.toml: stations[0] ('a').setpoints.speed: needs min <= nominal <= max "
             "(got min=0.5, nominal=2.0, max=1.5)",
             id="nominal-outside-limits",
+        ),
+        pytest.param(
+            line(
+                a="setpoints.speed = { min = 0.5, max = 1.5, nominal = 1.0, max_step = 0.05, "
+                "grid = 0.1 }"
+            ),
+            "line.toml: stations[0] ('a').setpoints.speed: grid (0.1) is coarser than max_step "
+            "(0.05): the setpoint could never reach the next grid value within one cycle",
+            id="grid-coarser-than-max-step",
+        ),
+        pytest.param(
+            line(
+                a="setpoints.speed = { min = 0.5, max = 1.5, nominal = 1.0, max_step = 0.05, "
+                "resolution = 0.1 }"
+            ),
+            "line.toml: stations[0] ('a').setpoints.speed: resolution (0.1) is larger than "
+            "max_step (0.05): every allowed move would be too small to send",
+            id="resolution-above-max-step",
         ),
         pytest.param(
             line(a="setpoints.speed = { min = 0.5, max = 1.5, nominal = 1.0, max_step = 0.0 }"),
@@ -673,16 +691,12 @@ def finite(lo: float, hi: float) -> st.SearchStrategy[float]:
 @st.composite
 def setpoint_tables(draw: st.DrawFn, lo: float, hi: float) -> dict[str, Any]:
     low, mid, high = sorted(draw(finite(lo, hi)) for _ in range(3))
-    out: dict[str, Any] = {
-        "min": low,
-        "max": high,
-        "nominal": mid,
-        "max_step": draw(finite(1e-3, 10.0)),
-    }
+    step = draw(finite(1e-3, 10.0))
+    out: dict[str, Any] = {"min": low, "max": high, "nominal": mid, "max_step": step}
     if draw(st.booleans()):
-        out["resolution"] = draw(finite(0.0, 1.0))
+        out["resolution"] = draw(finite(0.0, min(1.0, step)))
     if draw(st.booleans()):
-        out["grid"] = draw(finite(1e-3, 1.0))
+        out["grid"] = draw(finite(1e-3, min(1.0, step)))
     return out
 
 
