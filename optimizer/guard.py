@@ -4,7 +4,8 @@ Whoever proposes setpoints (the optimizer, an engineer's override, a rollback), 
 what leaves finite, inside the engineering limits, on the setpoint's grid, within one cycle's
 rate of change from what the plant runs, and without moves smaller than the actuator resolves.
 When the inputs are stale or bad, the model or the solver failed, or the proposal itself is
-unusable, it holds the last-known-good setpoints and says why.
+unusable, it falls back to the last-known-good setpoints and says why: it holds them, or, where
+the plant runs something else, heads back to them at the same rate limit as any other move.
 """
 
 from __future__ import annotations
@@ -48,12 +49,17 @@ FALLBACKS = frozenset(
 )
 
 
+UNTRUSTED_RUNNING = frozenset({Reason.STALE_DATA, Reason.BAD_DATA})
+"""Fallbacks whose snapshot, and so the running setpoints it reports, cannot be trusted."""
+
+
 @dataclass(frozen=True)
 class GuardResult:
     """What the guard lets through: setpoints `(n_stations, 2)` and the reasons.
 
-    `fallback` is True when the proposal was rejected and the last-known-good setpoints are
-    held; `target` is the clamped proposal the ramp heads for (None on fallback).
+    `fallback` is True when the proposal was rejected: the setpoints are the last-known-good
+    ones, or one rate-limited move toward them from what the plant runs; `target` is the
+    clamped proposal the ramp heads for (None on fallback).
     """
 
     setpoints: np.ndarray
@@ -105,9 +111,18 @@ class SetpointGuard:
         k = np.clip(np.where(values >= toward, down, up), 0.0, k_max)
         return np.where(has, self.lower + k * g, values)
 
-    def reject(self, reason: Reason) -> GuardResult:
-        """Hold the last-known-good setpoints because of `reason`."""
-        return GuardResult(self.last_good.copy(), (reason,), True, None)
+    def reject(self, reason: Reason, running: np.ndarray | None = None) -> GuardResult:
+        """Fall back to the last-known-good setpoints because of `reason`.
+
+        From `running` (what the plant runs, sanitised; default: the last-known-good) the
+        result heads back at most one cycle's move, like any other move: a plant that runs
+        something else (an operator changed it at the panel) is never made to jump. When the
+        data is stale or bad, the running values are not trusted and the last-known-good
+        setpoints are held as they are.
+        """
+        now = self.last_good if running is None else running
+        out, _ = self._ramp(now, self.last_good)
+        return GuardResult(out, (reason,), True, None)
 
     def check(
         self,
@@ -119,29 +134,39 @@ class SetpointGuard:
 
         `running` is what the plant runs now (default: the last-known-good setpoints);
         `failure` names an upstream failure (stale data, solver timeout...), which forces the
-        fallback. A result that is not a fallback becomes the new last-known-good.
+        fallback (`reject`). A result that is not a fallback becomes the new last-known-good.
         """
-        if failure is not None:
-            return self.reject(failure)
-        if proposal is None:
-            return self.reject(Reason.BAD_PROPOSAL)
-        try:
-            p = np.asarray(proposal, dtype=float)
-        except (TypeError, ValueError):  # ragged, text, objects: not a proposal
-            return self.reject(Reason.BAD_PROPOSAL)
-        if p.shape != self.present.shape or not np.isfinite(p[self.present]).all():
-            return self.reject(Reason.BAD_PROPOSAL)
         now = self.last_good
         if running is not None:
             try:
                 now = self.sanitise(np.asarray(running, dtype=float), self.last_good)
             except (TypeError, ValueError):  # unreadable plant values: ramp from last-known-good
                 now = self.last_good
+        if failure is not None:
+            # Stale or bad data: the running values came with it; hold the last-known-good.
+            return self.reject(failure, None if failure in UNTRUSTED_RUNNING else now)
+        if proposal is None:
+            return self.reject(Reason.BAD_PROPOSAL, now)
+        try:
+            p = np.asarray(proposal, dtype=float)
+        except (TypeError, ValueError):  # ragged, text, objects: not a proposal
+            return self.reject(Reason.BAD_PROPOSAL, now)
+        if p.shape != self.present.shape or not np.isfinite(p[self.present]).all():
+            return self.reject(Reason.BAD_PROPOSAL, now)
         reasons: list[Reason] = []
         target = np.where(self.present, np.clip(p, self.lower, self.upper), 0.0)
         if not np.array_equal(target[self.present], p[self.present]):
             reasons.append(Reason.CLAMPED)
         target = self.snap(target, now)
+        out, moved = self._ramp(now, target)
+        reasons += moved
+        self.last_good = out
+        return GuardResult(out.copy(), tuple(reasons) or (Reason.OK,), False, target)
+
+    def _ramp(self, now: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, list[Reason]]:
+        """One cycle's move from `now` toward `target` (on the grid, within the limits, no
+        move below the resolution), and the reasons it fell short (RAMPED, DEADBAND)."""
+        reasons: list[Reason] = []
         move = np.clip(target - now, -self.max_step, self.max_step)
         if np.any(np.abs(move - (target - now)) > 1e-12):
             reasons.append(Reason.RAMPED)
@@ -154,5 +179,4 @@ class SetpointGuard:
             reasons.append(Reason.DEADBAND)
             out = np.where(small, now, out)
         out = np.where(self.present, np.clip(out, self.lower, self.upper), 0.0)
-        self.last_good = out
-        return GuardResult(out.copy(), tuple(reasons) or (Reason.OK,), False, target)
+        return out, reasons

@@ -198,8 +198,16 @@ def test_any_proposal_gives_safe_setpoints_or_holds_last_good(
         if bad:
             assert result.fallback and result.reasons == (Reason.BAD_PROPOSAL,)
             assert result.target is None
-            np.testing.assert_array_equal(result.setpoints, before)
             np.testing.assert_array_equal(guard.last_good, before)  # unchanged on fallback
+            # back toward the last-known-good, never a jump from what the plant runs
+            out = result.setpoints
+            assert np.all(np.abs(out - now) <= lim.max_step + 1e-9)
+            assert ((out - now) * (before - now) >= 0).all()
+            if running is None:
+                np.testing.assert_array_equal(out, before)
+            if (lim.grid == 0).all():
+                expected, _ = reference(lim, now, before)
+                np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
             continue
         assert not result.fallback and result.target is not None
         np.testing.assert_array_equal(guard.last_good, result.setpoints)
@@ -401,3 +409,25 @@ def test_malformed_inputs_never_make_the_guard_raise(
         assert np.all(np.abs(result.setpoints - lim.nominal) <= lim.max_step + 1e-9)
     else:
         assert result.reasons == (Reason.BAD_PROPOSAL,)
+
+
+def test_a_fallback_heads_back_at_the_rate_limit_when_the_plant_moved(example: LineSpec) -> None:
+    """An operator set the press far from the last-known-good at the panel; the model then
+    fails: the guard heads back one cycle's move at a time, never jumping."""
+    lim = Limits.of(example)
+    guard = SetpointGuard(example)
+    good = guard.last_good.copy()
+    running = good.copy()
+    running[1, 0] = lim.lower[1, 0]  # press speed, 0.5 below its last-known-good 1.0
+    held = guard.check(None, running, failure=Reason.STALE_DATA)  # running came with stale data
+    np.testing.assert_array_equal(held.setpoints, good)
+    steps = []
+    for _ in range(10):
+        result = guard.check(None, running, failure=Reason.MODEL_FAILED)
+        assert result.fallback and result.reasons == (Reason.MODEL_FAILED,)
+        assert np.all(np.abs(result.setpoints - running) <= lim.max_step + 1e-12)
+        steps.append(result.setpoints[1, 0])
+        running = result.setpoints
+    assert steps[0] == pytest.approx(lim.lower[1, 0] + lim.max_step[1, 0])
+    np.testing.assert_allclose(running, good)  # back at the last-known-good after 5 cycles
+    np.testing.assert_array_equal(guard.last_good, good)
