@@ -152,7 +152,7 @@ def simulate(
 class ProgressBar:
     """A rich progress bar on stderr for long runs (shown only on a terminal)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, description: str = "simulating") -> None:
         from rich.console import Console
         from rich.progress import Progress
 
@@ -160,7 +160,7 @@ class ProgressBar:
         self.bar = Progress(
             console=console, transient=True, disable=not (enabled and console.is_terminal)
         )
-        self.task = self.bar.add_task("simulating", total=1.0)
+        self.task = self.bar.add_task(description, total=1.0)
 
     def __enter__(self) -> Any:
         self.bar.start()
@@ -411,7 +411,7 @@ def optimize(
 class StageBar:
     """A rich progress bar with one task per named stage (shown only on a terminal)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, description: str = "simulating") -> None:
         from rich.console import Console
         from rich.progress import Progress
 

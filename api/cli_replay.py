@@ -78,7 +78,7 @@ def replay_command(
     spec = recording_spec(recording)
     default_model = model if model is not None else bundled_checkpoint(spec)
     chosen = parse_policies(list(policies), spec, default_model)
-    with ProgressBar(not as_json) as update:
+    with ProgressBar(not as_json, "replaying") as update:
 
         def progress(stage: str, done: int, total: int) -> None:
             # decision replay is most of the work: 90% of the bar, counterfactuals the rest
