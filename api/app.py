@@ -702,9 +702,10 @@ def create_app(runtime: Runtime) -> App:
         limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest.")] = 360,
         _: Principal = read,
     ) -> KpiHistoryOut:
-        """The measured KPI trend over the snapshots the service keeps (`kpi_window_max_s`):
-        one point at each multiple of `step_s` line s, averaged over the `average_s` before it."""
-        snaps = list(runtime.history)
+        """The measured KPI trend over the last line day: one point at each multiple of
+        `step_s` line s, averaged over the `average_s` before it (the service keeps every
+        snapshot of the last `kpi_window_max_s`, one a minute before that)."""
+        snaps = runtime.trend_snapshots()
         points: list[KpiPoint] = []
         if len(snaps) >= 2:
             times = [s.time_s for s in snaps]

@@ -52,6 +52,10 @@ CYCLE_GRACE_S = 5.0
 
 HISTORY_MAX = 20_000
 """Most snapshots kept for KPI windows (whatever `kpi_window_max_s / tick_s` asks)."""
+TREND_STEP_S = 60.0
+"""Line s between the snapshots the runtime keeps for long KPI trends."""
+TREND_MAX = 1440
+"""Snapshots kept for long KPI trends: a day of line time at `TREND_STEP_S`."""
 
 
 class InvalidInputError(ApiError):
@@ -153,6 +157,9 @@ class Runtime:
         """Good parts/h over the last controller period (the last cycle's input), or None."""
         n_hist = math.ceil(settings.kpi_window_max_s / settings.tick_s) + 2
         self.history: deque[Snapshot] = deque(maxlen=min(HISTORY_MAX, n_hist))
+        self.trend: deque[Snapshot] = deque(maxlen=TREND_MAX)
+        """One snapshot every `TREND_STEP_S` line s over the last day: trends longer than
+        `history` (the page shows the last hours as soon as it opens)."""
         self.streams_closing = threading.Event()
         """Set when the process shuts down: state streams end."""
         self._stop = threading.Event()
@@ -221,7 +228,7 @@ class Runtime:
     def _loop(self, sub: Any, first: Snapshot) -> None:
         period = self.settings.period_s
         history: deque[Snapshot] = deque([first])
-        self.history.append(first)
+        self._keep(first)
         last_cycle_line_s = first.time_s
         while not self._stop.is_set():
             snap = sub.get(timeout=0.25)
@@ -230,7 +237,7 @@ class Runtime:
             snap = sub.latest() or snap  # skip what piled up during a slow cycle
             received = time.time()
             history.append(snap)
-            self.history.append(snap)
+            self._keep(snap)
             while len(history) > 1 and history[1].time_s <= snap.time_s - period:
                 history.popleft()
             if snap.time_s - last_cycle_line_s < period - 1e-9:
@@ -243,6 +250,19 @@ class Runtime:
             if self._stop.is_set():
                 break
             self.run_cycle(snap, recent, received)
+
+    def _keep(self, snap: Snapshot) -> None:
+        self.history.append(snap)
+        if not self.trend or snap.time_s - self.trend[-1].time_s >= TREND_STEP_S - 1e-9:
+            self.trend.append(snap)
+
+    def trend_snapshots(self) -> list[Snapshot]:
+        """The snapshots of the last day, sparse (`trend`) before `history` begins, then dense."""
+        dense = list(self.history)
+        if not dense:
+            return list(self.trend)
+        start = dense[0].time_s
+        return [s for s in list(self.trend) if s.time_s < start] + dense
 
     def run_cycle(self, snap: Snapshot, recent: float, received: float | None = None) -> None:
         """Run one controller cycle on `snap` (recent good parts/h; wall time it arrived) and
