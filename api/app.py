@@ -711,11 +711,13 @@ def create_app(runtime: Runtime) -> App:
             times = [s.time_s for s in snaps]
             top = math.floor(times[-1] / step_s + 1e-9)
             ends = [(top - n) * step_s for n in range(limit)]
+            last_j = -1
             for t in reversed([t for t in ends if t > times[0] + 1e-9]):
                 j = bisect_right(times, t + 1e-9) - 1
                 i = bisect_left(times, t - average_s - 1e-9)
-                if i >= j:
+                if i >= j or j == last_j:  # no window, or a gap: the same snapshot again
                     continue
+                last_j = j
                 k = window_kpis(snaps[i], snaps[j])
                 points.append(
                     KpiPoint(

@@ -234,10 +234,12 @@ class Runtime:
             snap = sub.get(timeout=0.25)
             if snap is None:
                 continue
-            snap = sub.latest() or snap  # skip what piled up during a slow cycle
+            # What piled up during a slow cycle is kept for KPIs; the cycle runs on the newest.
+            for queued in (snap, *sub.drain()):
+                history.append(queued)
+                self._keep(queued)
+                snap = queued
             received = time.time()
-            history.append(snap)
-            self._keep(snap)
             while len(history) > 1 and history[1].time_s <= snap.time_s - period:
                 history.popleft()
             if snap.time_s - last_cycle_line_s < period - 1e-9:

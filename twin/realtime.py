@@ -58,6 +58,13 @@ class Subscription:
             self._items.clear()
             return snap
 
+    def drain(self) -> list[Snapshot]:
+        """Return every queued snapshot, oldest first, and empty the queue (never blocks)."""
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            return items
+
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)

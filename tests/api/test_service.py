@@ -382,9 +382,9 @@ def test_kpi_history_reaches_back_past_the_dense_window(
         )
     finally:
         runtime.stop()
-    dense_from = runtime.history[0].time_s
     points = body.json()["points"]
-    assert points[0]["time_s"] <= 120.0 < dense_from  # the sparse trend, before the window
-    assert len(points) >= 10  # at 1200x the loop skips snapshots during cycles: some gaps
-    assert all(0 < p["window_s"] <= 60.0 + 1e-9 for p in points)
+    # from the start of the run to its end: far beyond the 300 s window of dense snapshots
+    assert points[0]["time_s"] <= 120.0 and points[-1]["time_s"] >= 1440.0
+    assert len(points) >= 20
+    assert all(p["window_s"] == pytest.approx(60.0, abs=1.5) for p in points)
     assert all(p["throughput_per_hour"] >= 0 for p in points)

@@ -340,3 +340,12 @@ def test_running_reports_the_background_thread() -> None:
     assert rt.running
     rt.stop()
     assert not rt.running
+
+
+def test_drain_returns_everything_queued_in_order_and_drops_nothing() -> None:
+    rt, _ = fake_rt()
+    sub = rt.subscribe(maxsize=10)
+    assert sub.drain() == []
+    rt.run(n_ticks=4)
+    assert [s.time_s for s in sub.drain()] == pytest.approx([60.0, 120.0, 180.0, 240.0])
+    assert len(sub) == 0 and sub.dropped == 0
