@@ -20,7 +20,7 @@ from models.surrogate import Surrogate, derived_kpis
 from optimizer.controller import Controller, MemoryStore, Mode
 from replay.policies import Policy
 from replay.scan import KPI_NAMES, Point
-from twin.params import compile_params, nominal_setpoints
+from twin.params import LineParams, compile_params, nominal_setpoints
 from twin.spec import LineSpec
 
 REPLAY_STARTS = 32
@@ -28,6 +28,11 @@ REPLAY_STEPS = 20
 """The fast method's multistart work per replayed decision (the live controller stops at a
 wall-clock deadline instead; replay needs the same answer on any machine, so it fixes the
 work). See docs/replay.md for how this compares with the live controller's decisions."""
+
+
+def setpoint_spans(lp: LineParams) -> np.ndarray:
+    """Each setpoint's range `(n_stations, 2)` (1 where absent): moves are shares of it."""
+    return np.where(lp.present, np.maximum(lp.upper - lp.lower, 1e-12), 1.0)
 
 
 @dataclass
@@ -69,7 +74,7 @@ class DecisionReplayer:
         lp = compile_params(spec)
         self.nominal = nominal_setpoints(lp, 1)[0]
         self.present = lp.present
-        self.span = np.where(self.present, np.maximum(lp.upper - lp.lower, 1e-12), 1.0)
+        self.span = setpoint_spans(lp)
         self.controllers: dict[str, Controller] = {}
         for p in self.policies:
             if p.decides:

@@ -22,11 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from replay.counterfactual import Counterfactual, StartPoint, run_counterfactuals
-from replay.decisions import DecisionReplayer, DecisionRows
+from replay.decisions import DecisionReplayer, DecisionRows, setpoint_spans
 from replay.errors import ReplayError
 from replay.policies import Policy
 from replay.scan import KPI_NAMES, recording_spec, scan
 from twin.jsonable import finite_json
+from twin.params import compile_params
 from twin.spec import LineSpec
 from twin.stats import mean_interval
 
@@ -136,7 +137,7 @@ class ReplayResult:
         policy = np.array(rows.policy)
         sa = np.stack([rows.setpoints[i] for i in np.flatnonzero(policy == a)])
         sb = np.stack([rows.setpoints[i] for i in np.flatnonzero(policy == b)])
-        span = _spans(self.spec)
+        span = setpoint_spans(compile_params(self.spec))
         rel = np.nan_to_num(np.abs(sa - sb)) / span  # (points, stations, 2)
         per_point = rel.reshape(rel.shape[0], -1).max(axis=1)
         worst_station = rel.max(axis=2).argmax(axis=1)
@@ -218,13 +219,6 @@ def replay(
         decisions=replayer.rows,
         counterfactual=counterfactual,
     )
-
-
-def _spans(spec: LineSpec) -> np.ndarray:
-    from twin.params import compile_params
-
-    lp = compile_params(spec)
-    return np.where(lp.present, np.maximum(lp.upper - lp.lower, 1e-12), 1.0)
 
 
 # -- outputs ----------------------------------------------------------------------------------
