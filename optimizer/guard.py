@@ -68,6 +68,18 @@ class GuardResult:
     target: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class BatchResult:
+    """What the guard lets through for many lines: setpoints and targets
+    `(lines, n_stations, 2)` (a fallback line's target is its setpoints), fallback `(lines,)`
+    and each line's reasons."""
+
+    setpoints: np.ndarray
+    targets: np.ndarray
+    fallback: np.ndarray
+    reasons: list[tuple[Reason, ...]]
+
+
 class SetpointGuard:
     """Enforce a line's setpoint limits; remember the last-known-good setpoints."""
 
@@ -91,10 +103,11 @@ class SetpointGuard:
         self.last_good = self.snap(start, start)
 
     def sanitise(self, values: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
-        """Return `values` clipped into the limits, non-finite entries taken from `fallback`
-        (default: the lower limits); absent setpoints are 0."""
+        """Return `values` `(n_stations, 2)` or `(lines, n_stations, 2)` clipped into the
+        limits, non-finite entries taken from `fallback` (default: the lower limits); absent
+        setpoints are 0."""
         v = np.array(values, dtype=float, copy=True)
-        if v.shape != self.present.shape:
+        if v.ndim not in (2, 3) or v.shape[-2:] != self.present.shape:
             raise ValueError(f"setpoints must have shape {self.present.shape}, got {v.shape}")
         v = np.where(np.isfinite(v), v, self.lower if fallback is None else fallback)
         return np.where(self.present, np.clip(v, self.lower, self.upper), 0.0)
@@ -121,8 +134,8 @@ class SetpointGuard:
         setpoints are held as they are.
         """
         now = self.last_good if running is None else running
-        out, _ = self._ramp(now, self.last_good)
-        return GuardResult(out, (reason,), True, None)
+        out, _, _ = self._ramp(now[None], self.last_good[None])
+        return GuardResult(out[0], (reason,), True, None)
 
     def check(
         self,
@@ -139,7 +152,10 @@ class SetpointGuard:
         now = self.last_good
         if running is not None:
             try:
-                now = self.sanitise(np.asarray(running, dtype=float), self.last_good)
+                r = np.asarray(running, dtype=float)
+                if r.shape != self.present.shape:
+                    raise ValueError(f"running setpoints of shape {r.shape}")
+                now = self.sanitise(r, self.last_good)
             except (TypeError, ValueError):  # unreadable plant values: ramp from last-known-good
                 now = self.last_good
         if failure is not None:
@@ -153,30 +169,56 @@ class SetpointGuard:
             return self.reject(Reason.BAD_PROPOSAL, now)
         if p.shape != self.present.shape or not np.isfinite(p[self.present]).all():
             return self.reject(Reason.BAD_PROPOSAL, now)
-        reasons: list[Reason] = []
-        target = np.where(self.present, np.clip(p, self.lower, self.upper), 0.0)
-        if not np.array_equal(target[self.present], p[self.present]):
-            reasons.append(Reason.CLAMPED)
-        target = self.snap(target, now)
-        out, moved = self._ramp(now, target)
-        reasons += moved
-        self.last_good = out
-        return GuardResult(out.copy(), tuple(reasons) or (Reason.OK,), False, target)
+        last_good = self.last_good[None].copy()
+        result = self.check_many(p[None], now[None], last_good)
+        self.last_good = last_good[0]
+        return GuardResult(result.setpoints[0], result.reasons[0], False, result.targets[0])
 
-    def _ramp(self, now: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, list[Reason]]:
-        """One cycle's move from `now` toward `target` (on the grid, within the limits, no
-        move below the resolution), and the reasons it fell short (RAMPED, DEADBAND)."""
-        reasons: list[Reason] = []
+    def check_many(
+        self, proposals: np.ndarray, running: np.ndarray, last_good: np.ndarray
+    ) -> BatchResult:
+        """`check` for many lines of this spec at once (one numpy pass, no loop over lines).
+
+        `proposals`, `running` (what each plant runs) and `last_good` (each line's own
+        last-known-good, updated in place for the lines that do not fall back) are
+        `(lines, n_stations, 2)`. A line whose proposal has a non-finite entry falls back
+        (`BAD_PROPOSAL`): one rate-limited move from what it runs toward its last-known-good.
+        """
+        p = np.asarray(proposals, dtype=float)
+        if p.ndim != 3 or p.shape[1:] != self.present.shape:
+            raise ValueError(f"proposals must be (lines, {self.present.shape}), got {p.shape}")
+        now = self.sanitise(running, last_good)
+        bad = np.asarray(~np.isfinite(np.where(self.present, p, 0.0)).all(axis=(1, 2)))
+        target = np.where(self.present, np.clip(np.nan_to_num(p), self.lower, self.upper), 0.0)
+        clamped = (self.present & (target != p)).any(axis=(1, 2)) & ~bad
+        target = np.where(bad[:, None, None], last_good, self.snap(target, now))
+        out, ramped, deadband = self._ramp(now, target)
+        last_good[~bad] = out[~bad]
+        reasons: list[tuple[Reason, ...]] = []
+        for i in range(p.shape[0]):
+            if bad[i]:
+                reasons.append((Reason.BAD_PROPOSAL,))
+                continue
+            why = [r for r, on in ((Reason.CLAMPED, clamped[i]), (Reason.RAMPED, ramped[i]),
+                                   (Reason.DEADBAND, deadband[i])) if on]  # fmt: skip
+            reasons.append(tuple(why) or (Reason.OK,))
+        targets = np.where(bad[:, None, None], out, target)
+        return BatchResult(out, targets, bad, reasons)
+
+    def _ramp(
+        self, now: np.ndarray, target: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One cycle's move of each line `(lines, n_stations, 2)` from `now` toward `target`
+        (on the grid, within the limits, no move below the resolution), and per line whether
+        it fell short by the rate limit (RAMPED) or held a move below the resolution
+        (DEADBAND)."""
         move = np.clip(target - now, -self.max_step, self.max_step)
-        if np.any(np.abs(move - (target - now)) > 1e-12):
-            reasons.append(Reason.RAMPED)
+        ramped = (np.abs(move - (target - now)) > 1e-12).any(axis=(1, 2))
         out = self.snap(now + move, now)
         over = np.abs(out - now) > self.max_step + 1e-12  # a grid step larger than the ramp
         away = (out - now) * (target - now) < 0  # snapping from off-grid went the wrong way
         out = np.where(over | away, now, out)
         small = (np.abs(out - now) < self.resolution) & (out != now)
-        if small.any():
-            reasons.append(Reason.DEADBAND)
-            out = np.where(small, now, out)
+        out = np.where(small, now, out)
         out = np.where(self.present, np.clip(out, self.lower, self.upper), 0.0)
-        return out, reasons
+        return out, ramped, small.any(axis=(1, 2))

@@ -98,7 +98,8 @@ def run_counterfactuals(
     n = state.n_scenarios
     kpis: dict[str, dict[str, np.ndarray]] = {}
     for done, policy in enumerate(policies):
-        guards = [SetpointGuard(spec, points[i].recorded) for i in starts]
+        guard = SetpointGuard(spec)  # limits; each start's last-known-good is below
+        last_good = np.stack([SetpointGuard(spec, points[i].recorded).last_good for i in starts])
         running = np.stack([points[i].recorded for i in starts])
         twin = Twin(
             spec,
@@ -112,8 +113,7 @@ def run_counterfactuals(
         for k in range(steps):
             targets = np.stack([chosen[i + k][policy.name] for i in starts])
             if policy.kind != "recorded":
-                checked = zip(guards, targets, running, strict=True)
-                targets = np.stack([g.check(t, r).setpoints for g, t, r in checked])
+                targets = guard.check_many(targets, running, last_good).setpoints
             running = targets
             twin.set_setpoints(_per_scenario(running, seeds), f"policy {policy.name}")
             twin.advance(cadence_s)

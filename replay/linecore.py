@@ -1,8 +1,9 @@
 """Drive N copies of one line by decisions: the machinery both Gymnasium environments share.
 
 One `Twin` holds the N copies as its scenarios, so a decision step is one batched kernel call.
-Every action becomes a setpoint proposal that passes through the real `SetpointGuard` (one per
-copy: limits, grid, rate of change per decision, deadband, fallback) before the twin sees it.
+Every action becomes a setpoint proposal that passes through the real `SetpointGuard` (all
+copies in one `check_many` pass, each with its own last-known-good: limits, grid, rate of change
+per decision, deadband, fallback) before the twin sees it.
 Observations are the surrogate's inputs (`models.features.FeatureSchema`), rewards the profit
 rate of `twin.kpi.window_kpis`. This module does not need Gymnasium; `replay.env` does.
 """
@@ -90,7 +91,8 @@ class LineBatch:
         self._lower, self._half_span = lower, 0.5 * (upper - lower)
         self.obs_low, self.obs_high = self._observation_bounds()
         self.twin: Twin | None = None
-        self.guards: list[SetpointGuard] = []
+        self.guard = SetpointGuard(spec)  # limits only: each copy's last-known-good is below
+        self.last_good = np.repeat(self.guard.last_good[None], n, axis=0)
         self.steps = np.zeros(n, dtype=np.int64)
         self._recent = np.zeros(n)  # good parts per hour over each copy's last decision
         self._prev: Snapshot | None = None
@@ -137,7 +139,7 @@ class LineBatch:
         `sensor_rng` (drawn after the states, so one Generator may serve as both)."""
         state = start_state(self.spec, self.n, rngs, 0.0, self.params)
         self.twin = Twin(self.spec, self.n, rng=sensor_rng, state=state)
-        self.guards = [SetpointGuard(self.spec) for _ in range(self.n)]
+        self.last_good[:] = self.guard.last_good
         self.steps[:] = 0
         self._recent[:] = 0.0
         self._prev = self.twin.snapshot()
@@ -146,8 +148,7 @@ class LineBatch:
         """Restart the copies at `rows` (indices) at the twin's current time, one Generator each."""
         twin = self._twin()
         twin.reset_scenarios(rows, rngs)
-        for i in rows:
-            self.guards[int(i)] = SetpointGuard(self.spec)
+        self.last_good[rows] = self.guard.last_good
         self.steps[rows] = 0
         self._recent[rows] = 0.0
         self._prev = twin.snapshot()
@@ -195,13 +196,16 @@ class LineBatch:
         target = self.applied()
         fallback = np.zeros(self.n, dtype=bool)
         reasons: list[tuple[str, ...]] = [() for _ in range(self.n)]
-        for i in np.flatnonzero(active):  # the guard is per line; the dynamics stay batched
-            res = self.guards[i].check(proposals[i], running[i])
-            new[i] = res.setpoints
-            fallback[i] = res.fallback
-            reasons[i] = tuple(str(r) for r in res.reasons)
-            if res.target is not None:
-                target[i] = self.schema.setpoint_features(res.target[None])[0]
+        rows = np.flatnonzero(active)
+        if rows.size:  # one batched guard pass, each copy with its own last-known-good
+            last_good = self.last_good[rows]
+            res = self.guard.check_many(proposals[rows], running[rows], last_good)
+            self.last_good[rows] = last_good
+            new[rows] = res.setpoints
+            fallback[rows] = res.fallback
+            target[rows] = self.schema.setpoint_features(res.targets)
+            for k, i in enumerate(rows):
+                reasons[i] = tuple(str(r) for r in res.reasons[k])
         twin.set_setpoints(new, source="setpoint guard")
         target = np.where(fallback[:, None], self.schema.setpoint_features(new), target)
         snap = twin.step(self.decision_s)

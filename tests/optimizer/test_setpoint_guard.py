@@ -431,3 +431,44 @@ def test_a_fallback_heads_back_at_the_rate_limit_when_the_plant_moved(example: L
     assert steps[0] == pytest.approx(lim.lower[1, 0] + lim.max_step[1, 0])
     np.testing.assert_allclose(running, good)  # back at the last-known-good after 5 cycles
     np.testing.assert_array_equal(guard.last_good, good)
+
+
+@PROPERTY
+@given(data=st.data())
+def test_check_many_is_check_on_each_line(
+    line: tuple[LineSpec, Limits], data: st.DataObject
+) -> None:
+    """One batched pass gives, line by line, what a guard of each line's own gives."""
+    spec, lim = line
+    n = data.draw(st.integers(1, 5), label="lines")
+    guards = [SetpointGuard(spec, data.draw(values(lim), label="last_good")) for _ in range(n)]
+    batch = SetpointGuard(spec)
+    last_good = np.stack([g.last_good for g in guards])
+    for _ in range(data.draw(st.integers(1, 3), label="cycles")):
+        running = np.stack(
+            [
+                r if r is not None else g.last_good
+                for g, r in zip(
+                    guards, [data.draw(running_values(lim)) for _ in guards], strict=True
+                )
+            ]
+        )
+        proposals = np.stack([data.draw(values(lim, running[i])) for i in range(n)])
+        result = batch.check_many(proposals, running, last_good)
+        for i, g in enumerate(guards):
+            one = g.check(proposals[i], running[i])
+            np.testing.assert_array_equal(result.setpoints[i], one.setpoints)
+            assert result.reasons[i] == one.reasons
+            assert result.fallback[i] == one.fallback
+            if one.target is not None:
+                np.testing.assert_array_equal(result.targets[i], one.target)
+            np.testing.assert_array_equal(last_good[i], g.last_good)
+
+
+def test_check_many_refuses_misshapen_batches(example: LineSpec) -> None:
+    guard = SetpointGuard(example)
+    good = np.zeros((2, 10, 2))
+    with pytest.raises(ValueError, match="proposals must be"):
+        guard.check_many(np.zeros((10, 2)), good, good.copy())
+    with pytest.raises(ValueError, match="setpoints must have shape"):
+        guard.check_many(good, np.zeros((2, 9, 2)), good.copy())
