@@ -46,6 +46,12 @@ from replay.policies import DEFAULT_POLICIES
     show_default=True,
     help="Length of each counterfactual run, line s (a multiple of --cadence).",
 )
+@click.option(
+    "--closed-loop",
+    is_flag=True,
+    help="Optimizer policies decide on each forked line every period (a controller per fork; "
+    "slow) instead of following what they decided on the recorded line.",
+)
 @click.option("--scenario", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every draw.")
 @click.option("--out", "out", default="replay-out", show_default=True, metavar="DIR")
@@ -57,6 +63,7 @@ def replay_command(
     cadence: float,
     seeds: int,
     horizon: float,
+    closed_loop: bool,
     scenario: int,
     seed: int,
     out: str,
@@ -72,7 +79,12 @@ def replay_command(
     from replay.scan import recording_spec
 
     settings = ReplaySettings(
-        cadence_s=cadence, seeds=seeds, horizon_s=horizon, scenario=scenario, seed=seed
+        cadence_s=cadence,
+        seeds=seeds,
+        horizon_s=horizon,
+        scenario=scenario,
+        seed=seed,
+        closed_loop=closed_loop,
     )
     settings.check()
     spec = recording_spec(recording)

@@ -185,6 +185,7 @@ class Controller:
         clock: Callable[[], float] = time.time,
         starts: int = 128,
         steps: int = 40,
+        last_good: np.ndarray | None = None,
     ) -> None:
         if model.schema.spec_hash != spec.spec_hash():
             raise OptimizerError(
@@ -200,7 +201,7 @@ class Controller:
         self.exact = exact
         self.apply = apply
         self.clock = clock
-        self.guard = SetpointGuard(spec)
+        self.guard = SetpointGuard(spec, last_good)  # default: nominal
         self.monitor = InputMonitor(spec, stale_after_s)
         self._warm: np.ndarray | None = None
         # Re-entrant: a caller that must commit a decision together with its own records

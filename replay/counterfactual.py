@@ -11,6 +11,7 @@ What each policy runs during period k after a start at point s (periods of `cade
 resolution); `nominal`: nominal; optimizer policies: the setpoints they chose at point
 s + k in the decision replay (decided on the recorded line). Except for `recorded`, targets go
 through a `SetpointGuard` from the setpoints in force, so limits and ramps hold along the run.
+With `closed_loop`, optimizer policies decide on each fork's own line every period instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from optimizer.guard import SetpointGuard
+from replay.decisions import replay_controller
 from replay.policies import Policy
 from replay.scan import KPI_NAMES, Point
 from twin.kpi import window_kpis
@@ -39,10 +41,11 @@ class StartPoint:
     time_s: float
     recorded: np.ndarray
     fork: Snapshot | None
+    recent: float  # recorded good parts/h over the window before the point
 
     @classmethod
     def of(cls, point: Point) -> StartPoint:
-        return cls(point.time_s, point.recorded, point.fork)
+        return cls(point.time_s, point.recorded, point.fork, point.recent)
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,15 @@ def run_counterfactuals(
     cadence_s: float,
     *,
     seed: int = 0,
+    closed_loop: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Counterfactual | None:
     """Run every policy from every start point that has `steps` points after it.
 
-    `chosen[i]` maps policy names to the setpoints chosen at `points[i]`. Returns None when no
-    start point has a full horizon left.
+    `chosen[i]` maps policy names to the setpoints chosen at `points[i]`. With `closed_loop`,
+    optimizer policies instead decide every period on each fork's own line: a controller per
+    (start, seed), as the policy would run on that line (a cycle per fork and period: costly).
+    Returns None when no start point has a full horizon left.
     """
     starts = [i for i, p in enumerate(points) if p.fork is not None and i + steps <= len(points)]
     if not starts:
@@ -110,7 +116,9 @@ def run_counterfactuals(
             setpoints=_per_scenario(running, seeds),
         )
         first = twin.snapshot()
-        for k in range(steps):
+        if closed_loop and policy.decides:
+            _closed_loop(twin, first, policy, [points[i] for i in starts], seeds, steps, cadence_s)
+        for k in range(0 if closed_loop and policy.decides else steps):
             targets = np.stack([chosen[i + k][policy.name] for i in starts])
             if policy.kind != "recorded":
                 targets = guard.check_many(targets, running, last_good).setpoints
@@ -131,6 +139,32 @@ def run_counterfactuals(
         horizon_s=steps * cadence_s,
         kpis=kpis,
     )
+
+
+def _closed_loop(
+    twin: Twin,
+    first: Snapshot,
+    policy: Policy,
+    starts: Sequence[StartPoint],
+    seeds: int,
+    steps: int,
+    cadence_s: float,
+) -> None:
+    """Run `policy` closed loop: each fork's controller decides on that fork every period."""
+    controllers = [
+        replay_controller(first.spec, policy, start.recorded)
+        for start in starts
+        for _ in range(seeds)
+    ]
+    recent = np.repeat([start.recent for start in starts], seeds)
+    snap = first
+    for _ in range(steps):
+        decided = [c.cycle(snap.scenario(s), float(recent[s])) for s, c in enumerate(controllers)]
+        twin.set_setpoints(np.stack([d.setpoints for d in decided]), f"policy {policy.name}")
+        twin.advance(cadence_s)
+        after = twin.snapshot()
+        recent = window_kpis(snap, after).throughput_per_hour
+        snap = after
 
 
 def _per_scenario(setpoints: np.ndarray, seeds: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from models.surrogate import Surrogate, derived_kpis
 from optimizer.controller import Controller, MemoryStore, Mode
+from replay.errors import ReplayError
 from replay.policies import Policy
 from replay.scan import KPI_NAMES, Point
 from twin.params import LineParams, compile_params, nominal_setpoints
@@ -28,6 +29,32 @@ REPLAY_STEPS = 20
 """The fast method's multistart work per replayed decision (the live controller stops at a
 wall-clock deadline instead; replay needs the same answer on any machine, so it fixes the
 work). See docs/replay.md for how this compares with the live controller's decisions."""
+
+
+def replay_controller(
+    spec: LineSpec,
+    policy: Policy,
+    running: np.ndarray,
+    starts: int = REPLAY_STARTS,
+    steps: int = REPLAY_STEPS,
+) -> Controller:
+    """A controller of an optimizer `policy` for replay: closed mode, fixed solver work (no
+    wall-clock deadline, so deterministic), no staleness check (snapshots are replayed, not
+    live), the setpoints the plant ran (`running`) as its last-known-good."""
+    if policy.model is None:
+        raise ReplayError(f"policy {policy.name!r} has no model to decide with")
+    return Controller(
+        spec,
+        policy.model,
+        MemoryStore(),
+        mode=Mode.CLOSED,
+        budget_s=math.inf,
+        stale_after_s=math.inf,
+        exact=policy.kind == "exact",
+        starts=starts,
+        steps=steps,
+        last_good=running,
+    )
 
 
 def setpoint_spans(lp: LineParams) -> np.ndarray:
@@ -75,21 +102,8 @@ class DecisionReplayer:
         self.nominal = nominal_setpoints(lp, 1)[0]
         self.present = lp.present
         self.span = setpoint_spans(lp)
-        self.controllers: dict[str, Controller] = {}
-        for p in self.policies:
-            if p.decides:
-                assert p.model is not None
-                self.controllers[p.name] = Controller(
-                    spec,
-                    p.model,
-                    MemoryStore(),
-                    mode=Mode.CLOSED,
-                    budget_s=math.inf,  # iteration limits, not wall time: deterministic
-                    stale_after_s=math.inf,
-                    exact=p.kind == "exact",
-                    starts=starts,
-                    steps=steps,
-                )
+        self.starts, self.steps = starts, steps
+        self.controllers: dict[str, Controller] = {}  # made at the first point (see add)
         self.rows = DecisionRows(
             predicted={k: [] for k in KPI_NAMES},
             diff={k: [] for k in KPI_NAMES},
@@ -107,6 +121,10 @@ class DecisionReplayer:
             elif p.kind == "nominal":
                 setpoints = self.nominal
             else:
+                if p.name not in self.controllers:
+                    self.controllers[p.name] = replay_controller(
+                        self.spec, p, point.recorded, self.starts, self.steps
+                    )
                 decision = self.controllers[p.name].cycle(point.snapshot, point.recent)
                 setpoints = decision.setpoints
                 fallback, status = decision.fallback, decision.status

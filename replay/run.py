@@ -38,13 +38,16 @@ Progress = Callable[[str, int, int], None]
 @dataclass(frozen=True)
 class ReplaySettings:
     """How to replay: decision cadence (line s), counterfactual seeds (0: none) and horizon
-    (line s, a whole number of cadences), the recorded scenario, the seed of every draw."""
+    (line s, a whole number of cadences), the recorded scenario, the seed of every draw, and
+    whether optimizer policies run closed loop on the forks (default: the schedule they
+    decided on the recorded line)."""
 
     cadence_s: float = 60.0
     seeds: int = 16
     horizon_s: float = 3600.0
     scenario: int = 0
     seed: int = 0
+    closed_loop: bool = False
 
     def check(self) -> None:
         """Raise ReplayError naming the first bad setting."""
@@ -92,6 +95,7 @@ class ReplayResult:
                 "horizon_s": self.settings.horizon_s,
                 "scenario": self.settings.scenario,
                 "seed": self.settings.seed,
+                "closed_loop": self.settings.closed_loop,
             },
             "decision_points": int(self.windows["time_s"].size),
             "recorded": {k: mean_interval(self.windows[k]).as_dict() for k in KPI_NAMES},
@@ -208,7 +212,7 @@ def replay(
 
         counterfactual = run_counterfactuals(
             spec, points, chosen, policies, settings.steps, settings.cadence_s, seed=settings.seed,
-            on_progress=ran,
+            closed_loop=settings.closed_loop, on_progress=ran,
         )  # fmt: skip
     return ReplayResult(
         recording=str(recording),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from twin import layout as L
+from twin.errors import TwinError
 from twin.sensors import Readings
 from twin.spec import LineSpec
 from twin.state import TwinState
@@ -26,6 +27,22 @@ class Snapshot:
     state: TwinState
     setpoints: np.ndarray
     readings: Readings
+
+    def scenario(self, index: int) -> Snapshot:
+        """Return scenario `index` alone, as a one-scenario snapshot (arrays copied)."""
+        if not 0 <= index < self.n_scenarios:
+            raise TwinError(f"scenario {index} is not in the snapshot ({self.n_scenarios})")
+        rows = [index]
+        r = self.readings
+        readings = Readings(
+            temperature_c=r.temperature_c[rows],
+            power_kw=r.power_kw[rows],
+            vibration_mm_s=r.vibration_mm_s[rows],
+            valid=r.valid[rows],
+        )
+        return Snapshot(
+            self.spec, self.time_s, self.state.take(rows), self.setpoints[rows], readings
+        )
 
     @property
     def n_scenarios(self) -> int:
