@@ -8,8 +8,9 @@ random numbers): differences between policies are paired per (start, seed).
 
 What each policy runs during period k after a start at point s (periods of `cadence_s`):
 `recorded`: the recorded setpoints at point s + k (what the plant ran, at the cadence's
-resolution); `nominal`: nominal; optimizer policies: the setpoints they chose at point
-s + k in the decision replay (decided on the recorded line). Except for `recorded`, targets go
+resolution); `nominal`: nominal; optimizer policies: the target they chose at point s + k in
+the decision replay (decided on the recorded line; the target, not the setpoints it published
+there, which were one ramp step from the recorded ones). Except for `recorded`, targets go
 through a `SetpointGuard` from the setpoints in force, so limits and ramps hold along the run.
 With `closed_loop`, optimizer policies decide on each fork's own line every period instead.
 """

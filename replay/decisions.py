@@ -111,7 +111,10 @@ class DecisionReplayer:
         )
 
     def add(self, point: Point) -> dict[str, np.ndarray]:
-        """Decide every policy at `point`; return the setpoints chosen, by policy name."""
+        """Decide every policy at `point`; return where each policy heads, by name: the
+        recorded or nominal setpoints, an optimizer's target (its proposal before the guard's
+        ramp from the recorded setpoints; what it held on fallback). Counterfactual runs ramp
+        toward these along each fork."""
         chosen: dict[str, np.ndarray] = {}
         for p in self.policies:
             reasons: tuple[str, ...]
@@ -129,7 +132,10 @@ class DecisionReplayer:
                 setpoints = decision.setpoints
                 fallback, status = decision.fallback, decision.status
                 reasons = decision.reasons
-            chosen[p.name] = setpoints
+            heads = setpoints
+            if p.decides and decision.target is not None:
+                heads = decision.target
+            chosen[p.name] = heads
             model = p.model or self.reference
             pred = self._predict(model, point, setpoints)
             r = self.rows
