@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import math
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench import twin_search as ts  # noqa: E402
 from models import checkpoint  # noqa: E402
 from models.errors import CheckpointError  # noqa: E402
 from models.pipeline import TrainSettings, train_surrogate  # noqa: E402
@@ -60,20 +59,6 @@ from optimizer.oneshot import nominal_state, optimize_line  # noqa: E402
 from optimizer.problem import make_problem  # noqa: E402
 from twin.params import compile_params  # noqa: E402
 from twin.spec import LineSpec  # noqa: E402
-
-
-def load_by_path(name: str, path: Path) -> ModuleType:
-    """Import the Python file at `path` as module `name`."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ts = load_by_path("bench_twin_search", HERE / "twin_search.py")
 
 OUT = HERE / "out"
 HORIZON_S = 4 * 3600.0
@@ -232,11 +217,7 @@ COLD = """
 import json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
-import importlib.util
-spec_ = importlib.util.spec_from_file_location("bench_twin_search", {search!r})
-ts = importlib.util.module_from_spec(spec_)
-sys.modules["bench_twin_search"] = ts
-spec_.loader.exec_module(ts)
+from bench import twin_search as ts
 from models import checkpoint
 from optimizer.oneshot import optimize_line
 spec = ts.line_spec({tag!r})
@@ -255,9 +236,7 @@ print(json.dumps({{
 
 def cold_optimize(tag: str, folder: str) -> dict[str, Any]:
     """`optimize_line` as the first solve of a fresh process (as `linetwin optimize` runs)."""
-    code = COLD.format(
-        root=str(ROOT), search=str(HERE / "twin_search.py"), tag=tag, folder=str(ROOT / folder)
-    )
+    code = COLD.format(root=str(ROOT), tag=tag, folder=str(ROOT / folder))
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )

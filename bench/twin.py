@@ -39,6 +39,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 import simpy  # noqa: E402
 
+from bench import simpy_line  # noqa: E402
 from twin import Twin, bundled_spec  # noqa: E402
 from twin.spec import LineSpec  # noqa: E402
 
@@ -55,9 +56,6 @@ def load_by_path(name: str, path: Path) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-simpy_line = load_by_path("bench_simpy_line", HERE / "simpy_line.py")
 
 
 def calibrate(run_hours, target_s: float, pilot_s: float) -> float:

@@ -10,7 +10,6 @@ window where a line is deterministic (its standard error is then zero).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -25,19 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _load_simpy_line():
-    """Import bench/simpy_line.py by path (bench/ is not a package)."""
-    name = "bench_simpy_line"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "simpy_line.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-simulate_simpy = _load_simpy_line().simulate_simpy
+from bench.simpy_line import simulate_simpy  # noqa: E402  (bench/ is importable from ROOT)
 
 # Two-sided false-alarm probability ~5e-4 per comparison (~3e-3 over the six below). Seeds are
 # fixed, so a pass is reproducible; a failure means the models (or the seeds) changed.
