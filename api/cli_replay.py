@@ -76,7 +76,7 @@ def replay_command(
     from models.pretrained import bundled_checkpoint
     from replay.policies import parse_policies
     from replay.run import ReplaySettings, replay, write_outputs
-    from replay.scan import recording_spec
+    from twin.recorder import read_spec
 
     settings = ReplaySettings(
         cadence_s=cadence,
@@ -87,7 +87,7 @@ def replay_command(
         closed_loop=closed_loop,
     )
     settings.check()
-    spec = recording_spec(recording)
+    spec = read_spec(recording)
     default_model = model if model is not None else bundled_checkpoint(spec)
     chosen = parse_policies(list(policies), spec, default_model)
     with ProgressBar(not as_json, "replaying") as update:

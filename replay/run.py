@@ -25,9 +25,10 @@ from replay.counterfactual import Counterfactual, StartPoint, run_counterfactual
 from replay.decisions import DecisionReplayer, DecisionRows, setpoint_spans
 from replay.errors import ReplayError
 from replay.policies import Policy
-from replay.scan import KPI_NAMES, recording_spec, scan
+from replay.scan import KPI_NAMES, scan
 from twin.jsonable import finite_json
 from twin.params import compile_params
+from twin.recorder import read_spec
 from twin.spec import LineSpec
 from twin.stats import mean_interval
 
@@ -173,7 +174,7 @@ def replay(
     """Replay decisions of `policies` on the recording and run their counterfactuals."""
     settings = settings or ReplaySettings()
     settings.check()
-    spec = recording_spec(recording)
+    spec = read_spec(recording)
     for p in policies:
         if p.model is not None and p.model.schema.spec_hash != spec.spec_hash():
             raise ReplayError(

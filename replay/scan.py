@@ -22,7 +22,6 @@ from twin.params import LineParams, compile_params
 from twin.recorder import Recording, iter_recording
 from twin.restore import restore
 from twin.snapshot import Snapshot
-from twin.spec import LineSpec
 
 KPI_NAMES = (
     "throughput_per_hour",
@@ -124,17 +123,6 @@ def scan(
             on_progress(read, max(total or 0, read))
     if next_time is None:
         raise ReplayError(f"{path}: the recording has no rows")
-
-
-def recording_spec(path: str | Path) -> LineSpec:
-    """The line spec a recording was made on (read from its first rows, checked)."""
-    chunks = iter_recording(path, batch_ticks=1)
-    try:
-        return next(chunks).spec
-    except StopIteration:
-        raise ReplayError(f"{path}: the recording has no rows") from None
-    finally:
-        chunks.close()  # type: ignore[attr-defined]
 
 
 def _restore(

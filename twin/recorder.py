@@ -656,6 +656,12 @@ def _columns(spec: LineSpec) -> list[str]:
     return recording_schema(spec).names
 
 
+def read_spec(path: str | os.PathLike[str]) -> LineSpec:
+    """Return the line spec a recording was made on, from its footer alone (checked as
+    `read_recording` checks it: metadata, format version, spec hash, columns)."""
+    return _open(path).spec
+
+
 def read_recording(path: str | os.PathLike[str]) -> Recording:
     """Read a whole recording into numpy arrays (see `Recording` for shapes and units).
 

@@ -19,6 +19,7 @@ from twin.recorder import (
     _package_version,
     iter_recording,
     read_recording,
+    read_spec,
 )
 from twin.spec import LineSpec
 
@@ -319,6 +320,13 @@ def test_missing_file(tmp_path: Path) -> None:
     assert str(path) in str(err.value)
     with pytest.raises(RecordingError, match="no such recording"):
         iter_recording(path)
+    with pytest.raises(RecordingError, match="no such recording"):
+        read_spec(path)
+
+
+def test_read_spec_reads_the_footer_only(example_run: Run) -> None:
+    assert read_spec(example_run.path) == bundled_spec()
+    assert read_spec(example_run.path) == read_recording(example_run.path).spec
 
 
 def test_garbage_file(tmp_path: Path) -> None:
