@@ -21,12 +21,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api.auth import Principal, RateLimiter, require
-from api.fastpath import SetpointFastPath, etag_matches
-from api.keys import PERMISSIONS, Permission
-from api.metrics import CONTENT_TYPE
-from api.runtime import InvalidInputError, NotHeldError, Published, Runtime, StateConflictError
-from api.schemas import (
+from linetwin.api.auth import Principal, RateLimiter, require
+from linetwin.api.fastpath import SetpointFastPath, etag_matches
+from linetwin.api.keys import PERMISSIONS, Permission
+from linetwin.api.metrics import CONTENT_TYPE
+from linetwin.api.runtime import (
+    InvalidInputError,
+    NotHeldError,
+    Published,
+    Runtime,
+    StateConflictError,
+)
+from linetwin.api.schemas import (
     AckIn,
     AckOut,
     AuditHeadOut,
@@ -68,15 +74,15 @@ from api.schemas import (
     WhatIfResult,
     WhoAmIOut,
 )
-from api.storage import NotFoundError
-from api.webpage import mount_web
-from optimizer.errors import ProblemError
-from twin.jsonable import finite_json
-from twin.kpi import Kpis, window_kpis
-from twin.layout import STATUS_NAMES
-from twin.params import setpoints_to_mapping
-from twin.snapshot import Snapshot
-from twin.stats import t975
+from linetwin.api.storage import NotFoundError
+from linetwin.api.webpage import mount_web
+from linetwin.optimizer.errors import ProblemError
+from linetwin.twin.jsonable import finite_json
+from linetwin.twin.kpi import Kpis, window_kpis
+from linetwin.twin.layout import STATUS_NAMES
+from linetwin.twin.params import setpoints_to_mapping
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.stats import t975
 
 MAX_WAIT_S = 60.0
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from api.storage import GENESIS_HASH, Storage, StorageValueError, check_limit, dumps
+from linetwin.api.storage import GENESIS_HASH, Storage, StorageValueError, check_limit, dumps
 
 _COLUMNS = "seq, at, actor, action, old, new, reason, prev_hash, hash"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
-from api.keys import KeyStore, Permission, Role, allows
+from linetwin.api.keys import KeyStore, Permission, Role, allows
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from api.auth import RateLimiter, rate_limit_detail
-from api.keys import PERMISSIONS, KeyStore, Permission
-from api.runtime import Published, Runtime
+from linetwin.api.auth import RateLimiter, rate_limit_detail
+from linetwin.api.keys import PERMISSIONS, KeyStore, Permission
+from linetwin.api.runtime import Published, Runtime
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

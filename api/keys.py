@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from api.audit import AuditLog
-from api.errors import UsageError
-from api.storage import ConflictError, NotFoundError, Storage, StorageValueError
+from linetwin.api.audit import AuditLog
+from linetwin.api.errors import UsageError
+from linetwin.api.storage import ConflictError, NotFoundError, Storage, StorageValueError
 
 KEY_PREFIX = "lt_"
 KEY_ID_LENGTH = len(KEY_PREFIX) + 8

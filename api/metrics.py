@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from api.storage import AckRecord, StorageError
+from linetwin.api.storage import AckRecord, StorageError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from twin.errors import RecordingError
-from twin.realtime import RealtimeTwin
-from twin.recorder import Recorder
+from linetwin.twin.errors import RecordingError
+from linetwin.twin.realtime import RealtimeTwin
+from linetwin.twin.recorder import Recorder
 
 QUEUE_TICKS = 4096
 

@@ -28,24 +28,24 @@ from typing import Any
 
 import numpy as np
 
-from api.audit import AuditLog, AuditRecord
-from api.errors import ApiError
-from api.keys import KeyStore
-from api.metrics import Metrics
-from api.recording import RunRecorder
-from api.settings import Settings
-from api.storage import DecisionRecord, Storage, StorageError, database_path
-from models.dataset import recent_throughput
-from models.surrogate import Surrogate, derived_kpis
-from optimizer.controller import Controller, Decision, Mode
-from optimizer.errors import OptimizerError
-from optimizer.problem import Objective
-from twin.kpi import Kpis, window_kpis
-from twin.params import compile_params
-from twin.realtime import RealtimeTwin
-from twin.sim import Twin
-from twin.snapshot import Snapshot
-from twin.spec import SETPOINT_NAMES, LineSpec
+from linetwin.api.audit import AuditLog, AuditRecord
+from linetwin.api.errors import ApiError
+from linetwin.api.keys import KeyStore
+from linetwin.api.metrics import Metrics
+from linetwin.api.recording import RunRecorder
+from linetwin.api.settings import Settings
+from linetwin.api.storage import DecisionRecord, Storage, StorageError, database_path
+from linetwin.models.dataset import recent_throughput
+from linetwin.models.surrogate import Surrogate, derived_kpis
+from linetwin.optimizer.controller import Controller, Decision, Mode
+from linetwin.optimizer.errors import OptimizerError
+from linetwin.optimizer.problem import Objective
+from linetwin.twin.kpi import Kpis, window_kpis
+from linetwin.twin.params import compile_params
+from linetwin.twin.realtime import RealtimeTwin
+from linetwin.twin.sim import Twin
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import SETPOINT_NAMES, LineSpec
 
 CYCLE_GRACE_S = 5.0
 """Wall seconds added to three controller periods before the last cycle counts as stale."""

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.errors import UsageError
-from api.storage import default_data_dir
+from linetwin.api.errors import UsageError
+from linetwin.api.storage import default_data_dir
 
 ENV_PREFIX = "LINETWIN_"
 ModeName = Literal["closed", "advisory", "manual"]

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from api.errors import ApiError
+from linetwin.api.errors import ApiError
 
 if TYPE_CHECKING:
-    from optimizer.controller import Decision
-    from twin.spec import LineSpec
+    from linetwin.optimizer.controller import Decision
+    from linetwin.twin.spec import LineSpec
 
 DB_FILENAME = "linetwin.sqlite3"
 GENESIS_HASH = "0" * 64
@@ -65,7 +65,7 @@ def dumps(value: Any, what: str) -> str:
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except ValueError:
-        from twin.jsonable import finite_json
+        from linetwin.twin.jsonable import finite_json
 
         return dumps(finite_json(value), what)
     except TypeError as exc:
@@ -568,8 +568,8 @@ def _decode_decision(spec: LineSpec, payload: Mapping[str, Any]) -> Decision:
     """Rebuild a `Decision` from its `to_json` payload (absent setpoints are 0, as published)."""
     import numpy as np
 
-    from optimizer.controller import Decision, Mode  # imports torch: only when asked
-    from twin.spec import SETPOINT_NAMES
+    from linetwin.optimizer.controller import Decision, Mode  # imports torch: only when asked
+    from linetwin.twin.spec import SETPOINT_NAMES
 
     names = [s.name for s in spec.stations]
 

@@ -126,12 +126,12 @@ def serve(kind: str, port: int, data_dir: str, period_s: float, ready: str) -> N
     elif kind == "fastapi":
         app = bare_fastapi()
     else:
-        from api.app import create_app
-        from api.runtime import Runtime
-        from api.settings import Settings
-        from models.checkpoint import load
-        from models.pretrained import bundled_checkpoint
-        from twin import bundled_spec
+        from linetwin.api.app import create_app
+        from linetwin.api.runtime import Runtime
+        from linetwin.api.settings import Settings
+        from linetwin.models.checkpoint import load
+        from linetwin.models.pretrained import bundled_checkpoint
+        from linetwin.twin import bundled_spec
 
         spec = bundled_spec("example")
         folder = bundled_checkpoint(spec)

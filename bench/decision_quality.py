@@ -49,16 +49,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench import twin_search as ts  # noqa: E402
-from models import checkpoint  # noqa: E402
-from models.errors import CheckpointError  # noqa: E402
-from models.pipeline import TrainSettings, train_surrogate  # noqa: E402
-from models.surrogate import Surrogate, derived_kpis  # noqa: E402
-from models.train import TrainConfig  # noqa: E402
-from optimizer.fast import solve_fast  # noqa: E402
-from optimizer.oneshot import nominal_state, optimize_line  # noqa: E402
-from optimizer.problem import make_problem  # noqa: E402
-from twin.params import compile_params  # noqa: E402
-from twin.spec import LineSpec  # noqa: E402
+from linetwin.models import checkpoint  # noqa: E402
+from linetwin.models.errors import CheckpointError  # noqa: E402
+from linetwin.models.pipeline import TrainSettings, train_surrogate  # noqa: E402
+from linetwin.models.surrogate import Surrogate, derived_kpis  # noqa: E402
+from linetwin.models.train import TrainConfig  # noqa: E402
+from linetwin.optimizer.fast import solve_fast  # noqa: E402
+from linetwin.optimizer.oneshot import nominal_state, optimize_line  # noqa: E402
+from linetwin.optimizer.problem import make_problem  # noqa: E402
+from linetwin.twin.params import compile_params  # noqa: E402
+from linetwin.twin.spec import LineSpec  # noqa: E402
 
 OUT = HERE / "out"
 HORIZON_S = 4 * 3600.0
@@ -218,8 +218,8 @@ import json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
 from bench import twin_search as ts
-from models import checkpoint
-from optimizer.oneshot import optimize_line
+from linetwin.models import checkpoint
+from linetwin.optimizer.oneshot import optimize_line
 spec = ts.line_spec({tag!r})
 model = checkpoint.load({folder!r}, spec)
 t1 = time.perf_counter()

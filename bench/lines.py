@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twin.spec import LineSpec, parse_spec
+from linetwin.twin.spec import LineSpec, parse_spec
 
 
 def fifty_station_line() -> LineSpec:

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.lines import fifty_station_line  # noqa: E402
-from models.dataset import recent_throughput  # noqa: E402
-from models.pipeline import TrainSettings, train_surrogate  # noqa: E402
-from models.train import TrainConfig  # noqa: E402
-from optimizer.controller import Controller, MemoryStore, Mode  # noqa: E402
-from twin import Twin, bundled_spec  # noqa: E402
-from twin.spec import LineSpec  # noqa: E402
+from linetwin.models.dataset import recent_throughput  # noqa: E402
+from linetwin.models.pipeline import TrainSettings, train_surrogate  # noqa: E402
+from linetwin.models.train import TrainConfig  # noqa: E402
+from linetwin.optimizer.controller import Controller, MemoryStore, Mode  # noqa: E402
+from linetwin.twin import Twin, bundled_spec  # noqa: E402
+from linetwin.twin.spec import LineSpec  # noqa: E402
 
 
 def percentiles(xs: list[float]) -> dict[str, float]:

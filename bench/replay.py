@@ -40,14 +40,14 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from bench.lines import fifty_station_line  # noqa: E402
-from models.checkpoint import load, save  # noqa: E402
-from models.pipeline import TrainSettings, train_surrogate  # noqa: E402
-from models.train import TrainConfig  # noqa: E402
-from replay.policies import parse_policies  # noqa: E402
-from replay.run import ReplaySettings, replay  # noqa: E402
-from replay.scan import scan  # noqa: E402
-from twin import Twin  # noqa: E402
-from twin.recorder import Recorder, iter_recording  # noqa: E402
+from linetwin.models.checkpoint import load, save  # noqa: E402
+from linetwin.models.pipeline import TrainSettings, train_surrogate  # noqa: E402
+from linetwin.models.train import TrainConfig  # noqa: E402
+from linetwin.replay.policies import parse_policies  # noqa: E402
+from linetwin.replay.run import ReplaySettings, replay  # noqa: E402
+from linetwin.replay.scan import scan  # noqa: E402
+from linetwin.twin import Twin  # noqa: E402
+from linetwin.twin.recorder import Recorder, iter_recording  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -56,7 +56,7 @@ PEAK_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
 import pyarrow.parquet as pq
-from replay.scan import scan
+from linetwin.replay.scan import scan
 if {what!r} == "scan":
     sum(1 for _ in scan({path!r}, 60.0))
 elif {what!r} == "bare_read":

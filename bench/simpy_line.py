@@ -29,7 +29,7 @@ from typing import Any
 
 import simpy
 
-from twin.spec import LineSpec, Station
+from linetwin.twin.spec import LineSpec, Station
 
 
 def _station_setpoints(

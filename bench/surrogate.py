@@ -47,14 +47,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.device import resolve_torch_device  # noqa: E402
-from models.errors import ModelDeviceError  # noqa: E402
-from models.features import FeatureSchema  # noqa: E402
-from models.network import EnsembleMLP, numpy_forward  # noqa: E402
-from models.pipeline import OOD_QUANTILE, OOD_REFERENCE  # noqa: E402
-from models.surrogate import NUMPY_MAX_BATCH, Surrogate  # noqa: E402
-from models.train import TrainConfig  # noqa: E402
-from twin import bundled_spec  # noqa: E402
+from linetwin.models.device import resolve_torch_device  # noqa: E402
+from linetwin.models.errors import ModelDeviceError  # noqa: E402
+from linetwin.models.features import FeatureSchema  # noqa: E402
+from linetwin.models.network import EnsembleMLP, numpy_forward  # noqa: E402
+from linetwin.models.pipeline import OOD_QUANTILE, OOD_REFERENCE  # noqa: E402
+from linetwin.models.surrogate import NUMPY_MAX_BATCH, Surrogate  # noqa: E402
+from linetwin.models.train import TrainConfig  # noqa: E402
+from linetwin.twin import bundled_spec  # noqa: E402
 
 LINE = "example"
 LARGE_BATCH = 65_536

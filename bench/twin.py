@@ -40,8 +40,8 @@ import numpy as np  # noqa: E402
 import simpy  # noqa: E402
 
 from bench import simpy_line  # noqa: E402
-from twin import Twin, bundled_spec  # noqa: E402
-from twin.spec import LineSpec  # noqa: E402
+from linetwin.twin import Twin, bundled_spec  # noqa: E402
+from linetwin.twin.spec import LineSpec  # noqa: E402
 
 BATCH = 4096
 LINES = ("two-station", "example")

@@ -49,10 +49,10 @@ sys.path.insert(0, str(ROOT))
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from twin import Twin, bundled_spec, load_spec, loads_spec, window_kpis  # noqa: E402
-from twin import layout as L  # noqa: E402
-from twin.params import compile_params  # noqa: E402
-from twin.spec import BUNDLED_LINES, SETPOINT_NAMES, LineSpec  # noqa: E402
+from linetwin.twin import Twin, bundled_spec, load_spec, loads_spec, window_kpis  # noqa: E402
+from linetwin.twin import layout as L  # noqa: E402
+from linetwin.twin.params import compile_params  # noqa: E402
+from linetwin.twin.spec import BUNDLED_LINES, SETPOINT_NAMES, LineSpec  # noqa: E402
 
 OUT = HERE / "out"
 INLINE_LINES = {

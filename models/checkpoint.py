@@ -20,12 +20,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.errors import CheckpointError, ModelError
-from models.features import FeatureSchema
-from models.network import EnsembleMLP
-from models.surrogate import Surrogate
-from twin.jsonable import finite_json
-from twin.spec import LineSpec
+from linetwin.models.errors import CheckpointError, ModelError
+from linetwin.models.features import FeatureSchema
+from linetwin.models.network import EnsembleMLP
+from linetwin.models.surrogate import Surrogate
+from linetwin.twin.jsonable import finite_json
+from linetwin.twin.spec import LineSpec
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models.errors import DatasetError, ModelError
-from models.features import FeatureSchema
-from twin import Twin, window_kpis
-from twin.snapshot import Snapshot
-from twin.spec import LineSpec
+from linetwin.models.errors import DatasetError, ModelError
+from linetwin.models.features import FeatureSchema
+from linetwin.twin import Twin, window_kpis
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import LineSpec
 
 Progress = Callable[[float], None]
 

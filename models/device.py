@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
-from models.errors import ModelDeviceError
+from linetwin.models.errors import ModelDeviceError
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ModelError
-from twin import layout as L
-from twin.params import compile_params
-from twin.snapshot import Snapshot
-from twin.spec import SETPOINT_NAMES, LineSpec
+from linetwin.models.errors import ModelError
+from linetwin.twin import layout as L
+from linetwin.twin.params import compile_params
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import SETPOINT_NAMES, LineSpec
 
 DEFAULT_HORIZON_S = 1800.0
 LINE_OUTPUTS = ("good_per_hour", "scrap_per_hour", "energy_kwh_per_hour")

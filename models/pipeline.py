@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.dataset import Dataset, generate
-from models.features import DEFAULT_HORIZON_S, OUT_ENERGY, OUT_GOOD, OUT_SCRAP
-from models.surrogate import Z90, Prediction, Surrogate
-from models.train import TrainConfig, fit
-from twin.spec import LineSpec
+from linetwin.models.dataset import Dataset, generate
+from linetwin.models.features import DEFAULT_HORIZON_S, OUT_ENERGY, OUT_GOOD, OUT_SCRAP
+from linetwin.models.surrogate import Z90, Prediction, Surrogate
+from linetwin.models.train import TrainConfig, fit
+from linetwin.twin.spec import LineSpec
 
 Stage = Callable[[str, float], None]
 """Progress callback: (stage name, fraction of that stage done)."""

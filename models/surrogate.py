@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.errors import ModelError
-from models.features import OUT_ENERGY, OUT_GOOD, OUT_SCRAP, FeatureSchema
-from models.network import EnsembleMLP, numpy_forward
-from twin.spec import Economics
+from linetwin.models.errors import ModelError
+from linetwin.models.features import OUT_ENERGY, OUT_GOOD, OUT_SCRAP, FeatureSchema
+from linetwin.models.network import EnsembleMLP, numpy_forward
+from linetwin.twin.spec import Economics
 
 NUMPY_MAX_BATCH = 64
 Z90 = 1.6448536269514722  # two-sided 90% band of a normal

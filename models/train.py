@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from models.dataset import Dataset
-from models.device import torch_threads
-from models.errors import ModelError
-from models.network import EnsembleMLP
+from linetwin.models.dataset import Dataset
+from linetwin.models.device import torch_threads
+from linetwin.models.errors import ModelError
+from linetwin.models.network import EnsembleMLP
 
 
 @dataclass(frozen=True)

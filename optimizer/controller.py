@@ -19,16 +19,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.device import torch_threads
-from models.surrogate import Surrogate, derived_kpis
-from optimizer.errors import OptimizerError
-from optimizer.exact import solve_exact
-from optimizer.fast import Solution, solve_fast
-from optimizer.guard import Reason, SetpointGuard
-from optimizer.problem import RISK_AVERSION, Objective, make_problem
-from twin.params import setpoints_to_mapping
-from twin.snapshot import Snapshot
-from twin.spec import LineSpec
+from linetwin.models.device import torch_threads
+from linetwin.models.surrogate import Surrogate, derived_kpis
+from linetwin.optimizer.errors import OptimizerError
+from linetwin.optimizer.exact import solve_exact
+from linetwin.optimizer.fast import Solution, solve_fast
+from linetwin.optimizer.guard import Reason, SetpointGuard
+from linetwin.optimizer.problem import RISK_AVERSION, Objective, make_problem
+from linetwin.twin.params import setpoints_to_mapping
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import LineSpec
 
 STATE_OOD_FACTOR = 1.5
 """The current (state, setpoints) may score up to this times the OOD threshold before the

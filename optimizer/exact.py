@@ -16,10 +16,10 @@ import time
 import numpy as np
 from ortools.linear_solver import pywraplp
 
-from models.surrogate import Surrogate
-from optimizer.errors import SolverError
-from optimizer.fast import Solution, Timings, _score
-from optimizer.problem import Problem
+from linetwin.models.surrogate import Surrogate
+from linetwin.optimizer.errors import SolverError
+from linetwin.optimizer.fast import Solution, Timings, _score
+from linetwin.optimizer.problem import Problem
 
 MIN_TIME_S = 0.005
 """Below this budget the exact method does not start (it could not even build the model)."""

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from ortools.linear_solver import pywraplp
 
-from models.surrogate import Surrogate
-from optimizer.errors import SolverError
-from optimizer.problem import Problem
+from linetwin.models.surrogate import Surrogate
+from linetwin.optimizer.errors import SolverError
+from linetwin.optimizer.problem import Problem
 
 CAP_PENALTY = 50.0  # penalty per unit of normalised cap violation in the gradient search
 MAX_ITERATIONS = 50  # trust-region iterations per solve (the deadline usually ends it)

@@ -15,8 +15,8 @@ from enum import StrEnum
 
 import numpy as np
 
-from twin.params import compile_params
-from twin.spec import LineSpec
+from linetwin.twin.params import compile_params
+from linetwin.twin.spec import LineSpec
 
 
 class Reason(StrEnum):

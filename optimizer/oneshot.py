@@ -13,16 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from models.dataset import recent_throughput
-from models.device import torch_threads
-from models.surrogate import Surrogate, derived_kpis
-from optimizer.exact import solve_exact
-from optimizer.fast import Solution, solve_fast
-from optimizer.pareto import pareto_front
-from optimizer.problem import RISK_AVERSION, Objective, make_problem
-from twin import Twin, window_kpis
-from twin.params import setpoints_to_mapping
-from twin.spec import LineSpec
+from linetwin.models.dataset import recent_throughput
+from linetwin.models.device import torch_threads
+from linetwin.models.surrogate import Surrogate, derived_kpis
+from linetwin.optimizer.exact import solve_exact
+from linetwin.optimizer.fast import Solution, solve_fast
+from linetwin.optimizer.pareto import pareto_front
+from linetwin.optimizer.problem import RISK_AVERSION, Objective, make_problem
+from linetwin.twin import Twin, window_kpis
+from linetwin.twin.params import setpoints_to_mapping
+from linetwin.twin.spec import LineSpec
 
 
 @dataclass(frozen=True)

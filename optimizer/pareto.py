@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.features import OUT_ENERGY, OUT_GOOD
-from models.surrogate import Surrogate
-from optimizer.errors import ProblemError
-from optimizer.fast import Solution, solve_fast
-from optimizer.problem import Objective, Problem
+from linetwin.models.features import OUT_ENERGY, OUT_GOOD
+from linetwin.models.surrogate import Surrogate
+from linetwin.optimizer.errors import ProblemError
+from linetwin.optimizer.fast import Solution, solve_fast
+from linetwin.optimizer.problem import Objective, Problem
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from models.features import FeatureSchema
-from models.surrogate import OUT_ENERGY, OUT_GOOD, OUT_SCRAP
-from optimizer.errors import ProblemError
-from twin.spec import Economics, LineSpec
+from linetwin.models.features import FeatureSchema
+from linetwin.models.surrogate import OUT_ENERGY, OUT_GOOD, OUT_SCRAP
+from linetwin.optimizer.errors import ProblemError
+from linetwin.twin.spec import Economics, LineSpec
 
 
 @dataclass(frozen=True)

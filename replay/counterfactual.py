@@ -22,16 +22,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizer.guard import SetpointGuard
-from replay.decisions import replay_controller
-from replay.policies import Policy
-from replay.scan import KPI_NAMES, Point
-from twin.kpi import window_kpis
-from twin.sim import Twin
-from twin.snapshot import Snapshot
-from twin.spec import LineSpec
-from twin.state import concat_states
-from twin.stats import Interval, mean_interval
+from linetwin.optimizer.guard import SetpointGuard
+from linetwin.replay.decisions import replay_controller
+from linetwin.replay.policies import Policy
+from linetwin.replay.scan import KPI_NAMES, Point
+from linetwin.twin.kpi import window_kpis
+from linetwin.twin.sim import Twin
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import LineSpec
+from linetwin.twin.state import concat_states
+from linetwin.twin.stats import Interval, mean_interval
 
 
 @dataclass(frozen=True)

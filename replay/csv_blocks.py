@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 import numpy as np
 import pyarrow as pa
 
-from replay.csv_layout import STATUS_VALUES, Layout, csv_error
-from twin import layout as L
+from linetwin.replay.csv_layout import STATUS_VALUES, Layout, csv_error
+from linetwin.twin import layout as L
 
 _TOL = 1e-9  # relative slack on setpoint limits, for values written with rounding
 

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from replay.csv_layout import LINE_COUNTERS, csv_header, station_fields
-from replay.errors import ReplayError
-from twin.layout import STATUS_NAMES
-from twin.recorder import Recording, iter_recording
+from linetwin.replay.csv_layout import LINE_COUNTERS, csv_header, station_fields
+from linetwin.replay.errors import ReplayError
+from linetwin.twin.layout import STATUS_NAMES
+from linetwin.twin.recorder import Recording, iter_recording
 
 _STATUS = np.array(STATUS_NAMES)
 

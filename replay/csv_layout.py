@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from replay.errors import ImportCsvError
-from twin.layout import STATUS_NAMES
-from twin.recorder import SCALAR_COLUMNS
-from twin.spec import LineSpec
+from linetwin.replay.errors import ImportCsvError
+from linetwin.twin.layout import STATUS_NAMES
+from linetwin.twin.recorder import SCALAR_COLUMNS
+from linetwin.twin.spec import LineSpec
 
 TIME_COLUMNS = ("time_s", "timestamp")
 """Exactly one of these: seconds as a number, or an ISO 8601 date-time with a UTC offset."""

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.surrogate import Surrogate, derived_kpis
-from optimizer.controller import Controller, MemoryStore, Mode
-from replay.errors import ReplayError
-from replay.policies import Policy
-from replay.scan import KPI_NAMES, Point
-from twin.params import LineParams, compile_params, nominal_setpoints
-from twin.spec import LineSpec
+from linetwin.models.surrogate import Surrogate, derived_kpis
+from linetwin.optimizer.controller import Controller, MemoryStore, Mode
+from linetwin.replay.errors import ReplayError
+from linetwin.replay.policies import Policy
+from linetwin.replay.scan import KPI_NAMES, Point
+from linetwin.twin.params import LineParams, compile_params, nominal_setpoints
+from linetwin.twin.spec import LineSpec
 
 REPLAY_STARTS = 32
 REPLAY_STEPS = 20

@@ -21,12 +21,12 @@ try:
     from gymnasium.vector import AutoresetMode, VectorEnv
 except ImportError as exc:
     raise ImportError(
-        "replay.env needs Gymnasium, an optional extra: pip install 'linetwin[gym]'"
+        "linetwin.replay.env needs Gymnasium, an optional extra: pip install 'linetwin[gym]'"
     ) from exc
 
-from replay.errors import ReplayError
-from replay.linecore import LineBatch, StepResult, resolve_line
-from twin.spec import LineSpec
+from linetwin.replay.errors import ReplayError
+from linetwin.replay.linecore import LineBatch, StepResult, resolve_line
+from linetwin.twin.spec import LineSpec
 
 ENV_ID = "linetwin/Line-v0"
 """Gymnasium id of `LineEnv` (and of `LineVectorEnv` through `gymnasium.make_vec`)."""
@@ -42,8 +42,8 @@ def register_envs() -> None:
     if ENV_ID not in gymnasium.registry:
         gymnasium.register(
             id=ENV_ID,
-            entry_point="replay.env:LineEnv",
-            vector_entry_point="replay.env:LineVectorEnv",
+            entry_point="linetwin.replay.env:LineEnv",
+            vector_entry_point="linetwin.replay.env:LineVectorEnv",
         )
 
 

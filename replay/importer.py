@@ -24,12 +24,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from replay.csv_blocks import BlockConverter
-from replay.csv_layout import FALSE_VALUES, TRUE_VALUES, Layout, csv_error, parse_header
-from replay.errors import ImportCsvError
-from twin.errors import RecordingError
-from twin.recorder import Recorder
-from twin.spec import LineSpec
+from linetwin.replay.csv_blocks import BlockConverter
+from linetwin.replay.csv_layout import FALSE_VALUES, TRUE_VALUES, Layout, csv_error, parse_header
+from linetwin.replay.errors import ImportCsvError
+from linetwin.twin.errors import RecordingError
+from linetwin.twin.recorder import Recorder
+from linetwin.twin.spec import LineSpec
 
 DEFAULT_BLOCK_BYTES = 1 << 20
 """Bytes of CSV text per block: about 800 rows of a 50-station log at full precision."""

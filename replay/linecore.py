@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.features import FeatureSchema
-from optimizer.guard import SetpointGuard
-from replay.errors import ReplayError
-from twin import layout as L
-from twin.kpi import Kpis, window_kpis
-from twin.params import compile_params
-from twin.sim import Twin, start_state
-from twin.snapshot import Snapshot
-from twin.spec import LineSpec, bundled_spec
+from linetwin.models.features import FeatureSchema
+from linetwin.optimizer.guard import SetpointGuard
+from linetwin.replay.errors import ReplayError
+from linetwin.twin import layout as L
+from linetwin.twin.kpi import Kpis, window_kpis
+from linetwin.twin.params import compile_params
+from linetwin.twin.sim import Twin, start_state
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import LineSpec, bundled_spec
 
 TEMPERATURE_MARGIN_SIGMAS = 10.0
 """Temperature observation bounds reach this many sensor-noise sigmas (+1 °C) beyond the range

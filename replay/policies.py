@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.checkpoint import load
-from models.errors import ModelError
-from models.surrogate import Surrogate
-from replay.errors import ReplayError
-from twin.spec import LineSpec
+from linetwin.models.checkpoint import load
+from linetwin.models.errors import ModelError
+from linetwin.models.surrogate import Surrogate
+from linetwin.replay.errors import ReplayError
+from linetwin.twin.spec import LineSpec
 
 KINDS = ("recorded", "nominal", "optimizer", "exact")
 DEFAULT_POLICIES = ("recorded", "nominal", "optimizer")

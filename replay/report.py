@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.scan import KPI_NAMES
+from linetwin.replay.scan import KPI_NAMES
 
 if TYPE_CHECKING:
-    from replay.run import ReplayResult
+    from linetwin.replay.run import ReplayResult
 
 LABELS = {
     "throughput_per_hour": "throughput, parts/h",

@@ -21,16 +21,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from replay.counterfactual import Counterfactual, StartPoint, run_counterfactuals
-from replay.decisions import DecisionReplayer, DecisionRows, setpoint_spans
-from replay.errors import ReplayError
-from replay.policies import Policy
-from replay.scan import KPI_NAMES, scan
-from twin.jsonable import finite_json
-from twin.params import compile_params
-from twin.recorder import read_spec
-from twin.spec import LineSpec
-from twin.stats import mean_interval
+from linetwin.replay.counterfactual import Counterfactual, StartPoint, run_counterfactuals
+from linetwin.replay.decisions import DecisionReplayer, DecisionRows, setpoint_spans
+from linetwin.replay.errors import ReplayError
+from linetwin.replay.policies import Policy
+from linetwin.replay.scan import KPI_NAMES, scan
+from linetwin.twin.jsonable import finite_json
+from linetwin.twin.params import compile_params
+from linetwin.twin.recorder import read_spec
+from linetwin.twin.spec import LineSpec
+from linetwin.twin.stats import mean_interval
 
 Progress = Callable[[str, int, int], None]
 """`progress(stage, done, total)`: stage is "decisions" (ticks read) or "counterfactual"."""
@@ -279,7 +279,7 @@ def counterfactual_table(cf: Counterfactual) -> pa.Table:
 
 def write_outputs(result: ReplayResult, out_dir: str | Path) -> dict[str, Path]:
     """Write the tables (Parquet), `summary.json` and `report.html` into `out_dir`."""
-    from replay.report import write_report
+    from linetwin.replay.report import write_report
 
     out = Path(out_dir)
     try:

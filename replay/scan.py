@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from replay.errors import ReplayError
-from twin.errors import TwinError
-from twin.kpi import window_kpis
-from twin.params import LineParams, compile_params
-from twin.recorder import Recording, iter_recording
-from twin.restore import restore
-from twin.snapshot import Snapshot
+from linetwin.replay.errors import ReplayError
+from linetwin.twin.errors import TwinError
+from linetwin.twin.kpi import window_kpis
+from linetwin.twin.params import LineParams, compile_params
+from linetwin.twin.recorder import Recording, iter_recording
+from linetwin.twin.restore import restore
+from linetwin.twin.snapshot import Snapshot
 
 KPI_NAMES = (
     "throughput_per_hour",

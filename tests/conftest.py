@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from clirun import Result
 
-from api.cli import main
-from models.checkpoint import save
-from models.device import torch_threads
-from models.pipeline import TrainSettings, train_surrogate
-from models.train import TrainConfig
-from twin import bundled_spec
-from twin.spec import LineSpec
+from linetwin.cli.main import main
+from linetwin.models.checkpoint import save
+from linetwin.models.device import torch_threads
+from linetwin.models.pipeline import TrainSettings, train_surrogate
+from linetwin.models.train import TrainConfig
+from linetwin.twin import bundled_spec
+from linetwin.twin.spec import LineSpec
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from twin.spec import bundled_spec, loads_spec
+from linetwin.twin.spec import bundled_spec, loads_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -35,7 +35,7 @@ def test_toml_example_is_the_bundled_minimal_line():
 
 
 def test_ci_runs_the_readme_test_command():
-    test_cmd = "scripts/setup.sh dev && .venv/bin/python -m pytest"
+    test_cmd = "scripts/setup.sh dev && scripts/check.sh && .venv/bin/python -m pytest"
     assert f"    {test_cmd}\n" in README
     assert test_cmd in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     main_cmd = "scripts/setup.sh && .venv/bin/linetwin serve --mode closed"

@@ -3,12 +3,12 @@
 One verb: `Twin(spec, n).step(dt)` returns a `Snapshot`; `window_kpis(a, b)` gives KPIs.
 """
 
-from twin.errors import DeviceError, RecordingError, SetpointError, SpecError, TwinError
-from twin.kpi import Kpis, window_kpis
-from twin.sensors import Readings, SensorFault
-from twin.sim import Twin, resolve_device
-from twin.snapshot import Snapshot
-from twin.spec import LineSpec, bundled_spec, load_spec, loads_spec
+from linetwin.twin.errors import DeviceError, RecordingError, SetpointError, SpecError, TwinError
+from linetwin.twin.kpi import Kpis, window_kpis
+from linetwin.twin.sensors import Readings, SensorFault
+from linetwin.twin.sim import Twin, resolve_device
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import LineSpec, bundled_spec, load_spec, loads_spec
 
 __all__ = [
     "DeviceError",

@@ -6,7 +6,7 @@ module global numba's CUDA simulator can stand in for a GPU in the tests.
 
 from numba import cuda
 
-from twin.kernel import advance
+from linetwin.twin.kernel import advance
 
 
 @cuda.jit

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin.kernel import advance_all_parallel, advance_all_serial
-from twin.params import LineParams
-from twin.state import TwinState
+from linetwin.twin.kernel import advance_all_parallel, advance_all_serial
+from linetwin.twin.params import LineParams
+from linetwin.twin.state import TwinState
 
 
 class CpuEngine:

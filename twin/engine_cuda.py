@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin.errors import DeviceError
-from twin.params import LineParams
-from twin.state import TwinState
+from linetwin.twin.errors import DeviceError
+from linetwin.twin.params import LineParams
+from linetwin.twin.state import TwinState
 
 _THREADS_PER_BLOCK = 128
 
@@ -58,7 +58,7 @@ class CudaEngine:
         events = cuda.device_array(self._n, dtype=np.int64)
         sp = cuda.to_device(np.ascontiguousarray(setpoints))
         blocks = (self._n + _THREADS_PER_BLOCK - 1) // _THREADS_PER_BLOCK
-        from twin.cuda_kernel import advance_all_cuda
+        from linetwin.twin.cuda_kernel import advance_all_cuda
 
         advance_all_cuda[blocks, _THREADS_PER_BLOCK](
             a["fstate"],

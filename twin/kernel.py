@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from twin.layout import (
+from linetwin.twin.layout import (
     BLOCKED,
     BUSY,
     C_OUT,

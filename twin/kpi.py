@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twin import layout as L
-from twin.errors import TwinError
-from twin.snapshot import Snapshot
+from linetwin.twin import layout as L
+from linetwin.twin.errors import TwinError
+from linetwin.twin.snapshot import Snapshot
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twin import layout as L
-from twin.errors import SetpointError
-from twin.spec import SETPOINT_NAMES, LineSpec
+from linetwin.twin import layout as L
+from linetwin.twin.errors import SetpointError
+from linetwin.twin.spec import SETPOINT_NAMES, LineSpec
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from twin.errors import TwinError
-from twin.sim import SetpointInput, Twin
-from twin.snapshot import Snapshot
+from linetwin.twin.errors import TwinError
+from linetwin.twin.sim import SetpointInput, Twin
+from linetwin.twin.snapshot import Snapshot
 
 
 class Subscription:

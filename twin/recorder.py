@@ -34,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from twin.errors import RecordingError, SpecError
-from twin.snapshot import Snapshot
-from twin.spec import LineSpec, parse_spec
+from linetwin.twin.errors import RecordingError, SpecError
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import LineSpec, parse_spec
 
 FORMAT_VERSION = "1"
 """Version of the recording layout; readers refuse files of any other version."""

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin import layout as L
-from twin.errors import TwinError
-from twin.params import LineParams, compile_params
-from twin.recorder import Recording
-from twin.sensors import Readings
-from twin.snapshot import Snapshot
-from twin.state import TwinState, initial_state, redraw_memoryless
+from linetwin.twin import layout as L
+from linetwin.twin.errors import TwinError
+from linetwin.twin.params import LineParams, compile_params
+from linetwin.twin.recorder import Recording
+from linetwin.twin.sensors import Readings
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.state import TwinState, initial_state, redraw_memoryless
 
 
 def restore(

@@ -9,10 +9,10 @@ from typing import Literal
 
 import numpy as np
 
-from twin import layout as L
-from twin.errors import SpecError
-from twin.params import LineParams
-from twin.spec import LineSpec
+from linetwin.twin import layout as L
+from linetwin.twin.errors import SpecError
+from linetwin.twin.params import LineParams
+from linetwin.twin.spec import LineSpec
 
 CHANNELS = ("temperature", "power", "vibration")
 """Analog channels, in the order of `Readings.valid`'s last axis."""

@@ -7,21 +7,21 @@ from typing import Any
 
 import numpy as np
 
-from twin import layout as L
-from twin.engine_cpu import CpuEngine
-from twin.engine_cuda import CudaEngine, cuda_available
-from twin.errors import DeviceError, TwinError
-from twin.params import (
+from linetwin.twin import layout as L
+from linetwin.twin.engine_cpu import CpuEngine
+from linetwin.twin.engine_cuda import CudaEngine, cuda_available
+from linetwin.twin.errors import DeviceError, TwinError
+from linetwin.twin.params import (
     LineParams,
     compile_params,
     nominal_setpoints,
     setpoints_from_mapping,
     validate_setpoint_array,
 )
-from twin.sensors import SensorFault, Sensors
-from twin.snapshot import Snapshot
-from twin.spec import LineSpec
-from twin.state import (
+from linetwin.twin.sensors import SensorFault, Sensors
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import LineSpec
+from linetwin.twin.state import (
     TwinState,
     concat_states,
     initial_state,

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from twin.errors import TwinError
-from twin.kpi import Kpis, window_kpis
-from twin.sim import SetpointInput, Twin
-from twin.snapshot import Snapshot
-from twin.spec import LineSpec
+from linetwin.twin.errors import TwinError
+from linetwin.twin.kpi import Kpis, window_kpis
+from linetwin.twin.sim import SetpointInput, Twin
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import LineSpec
 
 Progress = Callable[[float], None]
 """Called with the fraction of the run done, from 0 to 1."""

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twin import layout as L
-from twin.errors import TwinError
-from twin.sensors import Readings
-from twin.spec import LineSpec
-from twin.state import TwinState
+from linetwin.twin import layout as L
+from linetwin.twin.errors import TwinError
+from linetwin.twin.sensors import Readings
+from linetwin.twin.spec import LineSpec
+from linetwin.twin.state import TwinState
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from twin.errors import SpecError
+from linetwin.twin.errors import SpecError
 
 # strict: a string or a boolean is never silently turned into a number; no inf or nan either.
 _STRICT = ConfigDict(
@@ -336,7 +336,7 @@ def bundled_spec(name: str = "example") -> LineSpec:
     """Load a line shipped with the package: `example` (the default), `two-station`, ..."""
     if name not in BUNDLED_LINES:
         raise SpecError(f"no bundled line named {name!r} (have: {', '.join(BUNDLED_LINES)})")
-    res = resources.files("twin") / "lines" / f"{name}.toml"
+    res = resources.files("linetwin.twin") / "lines" / f"{name}.toml"
     return loads_spec(res.read_text(encoding="utf-8"), f"<bundled {name}.toml>")
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from twin import layout as L
-from twin.params import LineParams
+from linetwin.twin import layout as L
+from linetwin.twin.params import LineParams
 
 
 @dataclass

@@ -10,7 +10,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from twin.spec import LineSpec
+from linetwin.twin.spec import LineSpec
 
 NAMES = ("example",)
 
@@ -19,7 +19,7 @@ def bundled_checkpoint(spec: LineSpec) -> Path | None:
     """Return the shipped checkpoint folder trained for `spec`, or None if there is none."""
     want = spec.spec_hash()
     for name in NAMES:
-        folder = Path(str(resources.files("models.pretrained") / name))
+        folder = Path(str(resources.files("linetwin.models.pretrained") / name))
         meta = folder / "model.json"
         if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("spec_hash") == want:
             return folder

@@ -17,8 +17,8 @@ import argparse
 import sys
 import time
 
-from api.audit import AuditLog
-from api.storage import Storage
+from linetwin.api.audit import AuditLog
+from linetwin.api.storage import Storage
 
 
 def main() -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import uvicorn
 
-from api.app import create_app
-from api.runtime import Runtime
-from api.settings import Settings
-from models.checkpoint import load
-from twin.spec import LineSpec
+from linetwin.api.app import create_app
+from linetwin.api.runtime import Runtime
+from linetwin.api.settings import Settings
+from linetwin.models.checkpoint import load
+from linetwin.twin.spec import LineSpec
 
 
 def free_port() -> int:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from api.audit import AuditLog, record_hash
-from api.storage import DB_FILENAME, GENESIS_HASH, Storage, StorageValueError
+from linetwin.api.audit import AuditLog, record_hash
+from linetwin.api.storage import DB_FILENAME, GENESIS_HASH, Storage, StorageValueError
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from clirun import Result
 
-from twin import bundled_spec
-from twin.recorder import read_recording
-from twin.spec import parse_spec
+from linetwin.twin import bundled_spec
+from linetwin.twin.recorder import read_recording
+from linetwin.twin.spec import parse_spec
 
 FAST = ["--hours", "2", "--scenarios", "2"]
 KPI_KEYS = (
@@ -386,7 +386,16 @@ def test_version(cli: Any) -> None:
 
 def test_module_entry_point_in_a_subprocess(tmp_path: Path) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "api.cli", "simulate", "--line", "two-station", *FAST, "--json"],
+        [
+            sys.executable,
+            "-m",
+            "linetwin",
+            "simulate",
+            "--line",
+            "two-station",
+            *FAST,
+            "--json",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -400,7 +409,7 @@ def test_module_entry_point_in_a_subprocess(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "api.cli",
+            "linetwin",
             "simulate",
             "--line",
             "two-station",

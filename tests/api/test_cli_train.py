@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from api.cli import main
-from models import checkpoint
-from models.errors import CheckpointError
-from twin import bundled_spec
+from linetwin.cli.main import main
+from linetwin.models import checkpoint
+from linetwin.models.errors import CheckpointError
+from linetwin.twin import bundled_spec
 
 
 @dataclass

@@ -15,9 +15,9 @@ import pytest
 from pollserver import LiveServer, free_port
 from waiting import wait_until
 
-from api.client import Backoff, PolledDecision, PollerError, SetpointPoller, TransientError
-from api.keys import Role
-from twin.spec import LineSpec
+from linetwin.api.client import Backoff, PolledDecision, PollerError, SetpointPoller, TransientError
+from linetwin.api.keys import Role
+from linetwin.twin.spec import LineSpec
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from api.audit import AuditLog
-from api.storage import DB_FILENAME, Storage
+from linetwin.api.audit import AuditLog
+from linetwin.api.storage import DB_FILENAME, Storage
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]

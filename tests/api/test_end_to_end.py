@@ -22,11 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.client import PolledDecision, SetpointPoller
-from api.keys import KEY_ID_LENGTH
-from api.storage import database_path
+from linetwin.api.client import PolledDecision, SetpointPoller
+from linetwin.api.keys import KEY_ID_LENGTH
+from linetwin.api.storage import database_path
 
-LINETWIN = [sys.executable, "-c", "from api.cli import main; main()"]
+LINETWIN = [sys.executable, "-c", "from linetwin.cli.main import main; main()"]
 DEADLINE_S = 50.0  # the whole test, start to SIGTERM, stays under a minute
 
 

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from waiting import wait_until
 
-import optimizer.controller as controller_module
-from api.app import create_app
-from api.keys import Role
-from api.runtime import Runtime
-from api.settings import Settings
-from api.storage import StorageError
-from models.checkpoint import load
-from twin.spec import LineSpec
+import linetwin.optimizer.controller as controller_module
+from linetwin.api.app import create_app
+from linetwin.api.keys import Role
+from linetwin.api.runtime import Runtime
+from linetwin.api.settings import Settings
+from linetwin.api.storage import StorageError
+from linetwin.models.checkpoint import load
+from linetwin.twin.spec import LineSpec
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

@@ -13,15 +13,15 @@ import httpx
 import pytest
 from waiting import wait_until
 
-from api.app import create_app
-from api.auth import RateLimiter
-from api.fastpath import SetpointFastPath
-from api.keys import KEY_ID_LENGTH, KeyStore, Role
-from api.runtime import Runtime
-from api.settings import Settings
-from api.storage import Storage
-from models.checkpoint import load
-from twin.spec import LineSpec
+from linetwin.api.app import create_app
+from linetwin.api.auth import RateLimiter
+from linetwin.api.fastpath import SetpointFastPath
+from linetwin.api.keys import KEY_ID_LENGTH, KeyStore, Role
+from linetwin.api.runtime import Runtime
+from linetwin.api.settings import Settings
+from linetwin.api.storage import Storage
+from linetwin.models.checkpoint import load
+from linetwin.twin.spec import LineSpec
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

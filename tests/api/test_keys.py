@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from api.audit import AuditLog
-from api.errors import UsageError
-from api.keys import (
+from linetwin.api.audit import AuditLog
+from linetwin.api.errors import UsageError
+from linetwin.api.keys import (
     KEY_ID_LENGTH,
     KEY_LENGTH,
     PERMISSIONS,
@@ -21,7 +21,13 @@ from api.keys import (
     allows,
     hash_key,
 )
-from api.storage import DB_FILENAME, ConflictError, NotFoundError, Storage, StorageValueError
+from linetwin.api.storage import (
+    DB_FILENAME,
+    ConflictError,
+    NotFoundError,
+    Storage,
+    StorageValueError,
+)
 
 P = Permission
 EXPECTED = {

@@ -24,12 +24,12 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
-from api.app import create_app
-from api.keys import Role
-from api.runtime import Runtime
-from api.settings import Settings
-from models.checkpoint import load
-from twin import bundled_spec
+from linetwin.api.app import create_app
+from linetwin.api.keys import Role
+from linetwin.api.runtime import Runtime
+from linetwin.api.settings import Settings
+from linetwin.models.checkpoint import load
+from linetwin.twin import bundled_spec
 
 STREAM = "/v1/state/stream"
 ACK = "/v1/setpoints/ack"

@@ -24,7 +24,7 @@ def test_serve_publishes_and_stops_on_sigterm(tmp_path: Path, model_dir: Path) -
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "LINETWIN_PERIOD_S": "60"}
     cmd = [
-        sys.executable, "-c", "from api.cli import main; main()", "serve",
+        sys.executable, "-c", "from linetwin.cli.main import main; main()", "serve",
         "--line", "two-station", "--model", str(model_dir), "--data-dir", str(tmp_path / "data"),
         "--port", str(port), "--speed", "600", "--mode", "closed",
     ]  # fmt: skip
@@ -58,8 +58,8 @@ def test_serve_publishes_and_stops_on_sigterm(tmp_path: Path, model_dir: Path) -
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    from api.audit import AuditLog
-    from api.storage import Storage, database_path
+    from linetwin.api.audit import AuditLog
+    from linetwin.api.storage import Storage, database_path
 
     with Storage(database_path(tmp_path / "data"), create=False) as storage:
         assert AuditLog(storage).verify().ok

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from api.runtime import Runtime
-from api.settings import Settings
-from models.checkpoint import load
-from replay.policies import parse_policies
-from replay.run import ReplaySettings, replay
-from twin.errors import RecordingError
-from twin.recorder import read_recording
-from twin.spec import LineSpec
+from linetwin.api.runtime import Runtime
+from linetwin.api.settings import Settings
+from linetwin.models.checkpoint import load
+from linetwin.replay.policies import parse_policies
+from linetwin.replay.run import ReplaySettings, replay
+from linetwin.twin.errors import RecordingError
+from linetwin.twin.recorder import read_recording
+from linetwin.twin.spec import LineSpec
 
 
 def runtime(two: LineSpec, model_dir: Path, tmp_path: Path, record: Path) -> Runtime:

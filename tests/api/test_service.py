@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from waiting import wait_until
 
-from api.app import create_app
-from api.keys import PERMISSIONS, Role
-from api.runtime import Runtime
-from api.settings import Settings
-from models.checkpoint import load
-from twin.spec import LineSpec
+from linetwin.api.app import create_app
+from linetwin.api.keys import PERMISSIONS, Role
+from linetwin.api.runtime import Runtime
+from linetwin.api.settings import Settings
+from linetwin.models.checkpoint import load
+from linetwin.twin.spec import LineSpec
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for `httpx2` under its test client; plain httpx works the same.
@@ -302,7 +302,7 @@ def test_settings_from_env(tmp_path: Path) -> None:
     env = {"LINETWIN_PORT": "9123", "LINETWIN_SPEED": "5", "LINETWIN_DATA_DIR": str(tmp_path)}
     s = Settings.load(env, speed=7.0)
     assert (s.port, s.speed, s.data_dir) == (9123, 7.0, tmp_path)
-    from api.errors import UsageError
+    from linetwin.api.errors import UsageError
 
     with pytest.raises(UsageError, match="LINETWIN_PORT"):
         Settings.load({"LINETWIN_PORT": "http"})

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from api.storage import (
+from linetwin.api.storage import (
     DB_FILENAME,
     SCHEMA_VERSION,
     ConflictError,
@@ -253,8 +253,8 @@ def test_data_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 def test_decisions_round_trip_through_the_store_protocol(tmp_path: Path) -> None:
-    from optimizer.controller import Decision, DecisionStore, Mode
-    from twin import bundled_spec
+    from linetwin.optimizer.controller import Decision, DecisionStore, Mode
+    from linetwin.twin import bundled_spec
 
     spec = bundled_spec("example")
     n = spec.n_stations

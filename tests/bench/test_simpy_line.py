@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from twin import Twin, bundled_spec, loads_spec, window_kpis
-from twin.spec import LineSpec
+from linetwin.twin import Twin, bundled_spec, loads_spec, window_kpis
+from linetwin.twin.spec import LineSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:

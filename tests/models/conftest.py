@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.dataset import Dataset, generate
-from models.device import torch_threads
-from models.pipeline import TrainSettings, train_surrogate
-from models.surrogate import Surrogate
-from models.train import TrainConfig
-from twin.spec import LineSpec, parse_spec
+from linetwin.models.dataset import Dataset, generate
+from linetwin.models.device import torch_threads
+from linetwin.models.pipeline import TrainSettings, train_surrogate
+from linetwin.models.surrogate import Surrogate
+from linetwin.models.train import TrainConfig
+from linetwin.twin.spec import LineSpec, parse_spec
 
 THREE_STATION = {
     "name": "three-station",

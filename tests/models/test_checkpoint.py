@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models import checkpoint
-from models.checkpoint import META, WEIGHTS
-from models.dataset import Dataset
-from models.errors import CheckpointError
-from models.surrogate import Surrogate
-from twin import bundled_spec
-from twin.spec import LineSpec
+from linetwin.models import checkpoint
+from linetwin.models.checkpoint import META, WEIGHTS
+from linetwin.models.dataset import Dataset
+from linetwin.models.errors import CheckpointError
+from linetwin.models.surrogate import Surrogate
+from linetwin.twin import bundled_spec
+from linetwin.twin.spec import LineSpec
 
 
 @pytest.fixture(scope="module")

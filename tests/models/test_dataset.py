@@ -13,17 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.dataset import (
+from linetwin.models.dataset import (
     Dataset,
     candidate_setpoints,
     evaluate,
     generate,
     sample_states,
 )
-from models.errors import DatasetError
-from models.features import OUT_ENERGY, OUT_GOOD, OUT_SCRAP, FeatureSchema
-from twin import bundled_spec
-from twin.spec import LineSpec
+from linetwin.models.errors import DatasetError
+from linetwin.models.features import OUT_ENERGY, OUT_GOOD, OUT_SCRAP, FeatureSchema
+from linetwin.twin import bundled_spec
+from linetwin.twin.spec import LineSpec
 
 N_STATES, CANDIDATES, REPLICATES = 12, 4, 3
 

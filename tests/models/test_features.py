@@ -8,11 +8,11 @@ from typing import TypedDict
 import numpy as np
 import pytest
 
-from models.errors import ModelError
-from models.features import LINE_OUTPUTS, FeatureSchema
-from twin import SensorFault, Twin, bundled_spec
-from twin import layout as L
-from twin.spec import LineSpec
+from linetwin.models.errors import ModelError
+from linetwin.models.features import LINE_OUTPUTS, FeatureSchema
+from linetwin.twin import SensorFault, Twin, bundled_spec
+from linetwin.twin import layout as L
+from linetwin.twin.spec import LineSpec
 
 
 class Expected(TypedDict):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from models import checkpoint
-from models.dataset import Dataset
-from models.device import resolve_torch_device, torch_threads
-from models.errors import ModelDeviceError, ModelError
-from models.surrogate import Surrogate
-from twin.spec import LineSpec
+from linetwin.models import checkpoint
+from linetwin.models.dataset import Dataset
+from linetwin.models.device import resolve_torch_device, torch_threads
+from linetwin.models.errors import ModelDeviceError, ModelError
+from linetwin.models.surrogate import Surrogate
+from linetwin.twin.spec import LineSpec
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 without_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")

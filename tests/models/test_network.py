@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.dataset import Dataset
-from models.device import torch_threads
-from models.features import FeatureSchema
-from models.network import EnsembleMLP, numpy_forward
-from models.surrogate import Surrogate
-from models.train import TrainConfig, fit
-from twin.spec import LineSpec
+from linetwin.models.dataset import Dataset
+from linetwin.models.device import torch_threads
+from linetwin.models.features import FeatureSchema
+from linetwin.models.network import EnsembleMLP, numpy_forward
+from linetwin.models.surrogate import Surrogate
+from linetwin.models.train import TrainConfig, fit
+from linetwin.twin.spec import LineSpec
 
 
 def scaled_data(rng: np.random.Generator, n: int = 256) -> tuple[np.ndarray, np.ndarray]:

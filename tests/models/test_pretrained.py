@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from models import checkpoint
-from models.pretrained import bundled_checkpoint
-from twin import bundled_spec
-from twin.spec import parse_spec
+from linetwin.models import checkpoint
+from linetwin.models.pretrained import bundled_checkpoint
+from linetwin.twin import bundled_spec
+from linetwin.twin.spec import parse_spec
 
 
 def test_the_example_line_ships_a_checkpoint_that_loads():

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.dataset import Dataset
-from models.errors import ModelError
-from models.features import OUT_ENERGY, OUT_GOOD, OUT_SCRAP
-from models.pipeline import r2
-from models.surrogate import NUMPY_MAX_BATCH, Z90, Surrogate
+from linetwin.models.dataset import Dataset
+from linetwin.models.errors import ModelError
+from linetwin.models.features import OUT_ENERGY, OUT_GOOD, OUT_SCRAP
+from linetwin.models.pipeline import r2
+from linetwin.models.surrogate import NUMPY_MAX_BATCH, Z90, Surrogate
 
 
 def test_training_report_says_what_was_done(trained: tuple[Surrogate, dict[str, Any]]) -> None:

@@ -24,10 +24,10 @@ import pytest
 import torch
 from opthelpers import GRIDDED, TRAINED, TWO_GRIDDED
 
-from models.pipeline import train_surrogate
-from models.surrogate import Surrogate
-from twin import bundled_spec
-from twin.spec import LineSpec, parse_spec
+from linetwin.models.pipeline import train_surrogate
+from linetwin.models.surrogate import Surrogate
+from linetwin.twin import bundled_spec
+from linetwin.twin.spec import LineSpec, parse_spec
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,18 +11,18 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from models.dataset import recent_throughput
-from models.features import OUT_ENERGY, FeatureSchema
-from models.network import EnsembleMLP
-from models.pipeline import TrainSettings
-from models.surrogate import Surrogate
-from models.train import TrainConfig
-from optimizer.controller import MemoryStore
-from optimizer.problem import Problem, make_problem
-from twin import Twin, bundled_spec
-from twin.sensors import SensorFault
-from twin.snapshot import Snapshot
-from twin.spec import LineSpec
+from linetwin.models.dataset import recent_throughput
+from linetwin.models.features import OUT_ENERGY, FeatureSchema
+from linetwin.models.network import EnsembleMLP
+from linetwin.models.pipeline import TrainSettings
+from linetwin.models.surrogate import Surrogate
+from linetwin.models.train import TrainConfig
+from linetwin.optimizer.controller import MemoryStore
+from linetwin.optimizer.problem import Problem, make_problem
+from linetwin.twin import Twin, bundled_spec
+from linetwin.twin.sensors import SensorFault
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import LineSpec
 
 GRIDDED = {
     "name": "gridded",

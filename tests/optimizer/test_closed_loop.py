@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from opthelpers import Recorder
 
-from models.dataset import recent_throughput
-from models.surrogate import Surrogate
-from optimizer.controller import Controller, MemoryStore, Mode
-from twin import Twin, window_kpis
-from twin.params import compile_params
-from twin.realtime import RealtimeTwin
-from twin.spec import LineSpec
+from linetwin.models.dataset import recent_throughput
+from linetwin.models.surrogate import Surrogate
+from linetwin.optimizer.controller import Controller, MemoryStore, Mode
+from linetwin.twin import Twin, window_kpis
+from linetwin.twin.params import compile_params
+from linetwin.twin.realtime import RealtimeTwin
+from linetwin.twin.spec import LineSpec
 
 TICK_S = 300.0
 WARMUP_S = 3600.0

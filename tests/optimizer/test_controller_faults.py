@@ -17,14 +17,14 @@ import pytest
 import torch
 from opthelpers import FakeClock, LineRun, assert_versions_increase
 
-from models.errors import ModelError
-from models.surrogate import Prediction, Surrogate
-from optimizer.controller import Controller, Decision, MemoryStore, Mode
-from optimizer.guard import Reason
-from twin.params import compile_params
-from twin.sensors import SensorFault
-from twin.snapshot import Snapshot
-from twin.spec import LineSpec
+from linetwin.models.errors import ModelError
+from linetwin.models.surrogate import Prediction, Surrogate
+from linetwin.optimizer.controller import Controller, Decision, MemoryStore, Mode
+from linetwin.optimizer.guard import Reason
+from linetwin.twin.params import compile_params
+from linetwin.twin.sensors import SensorFault
+from linetwin.twin.snapshot import Snapshot
+from linetwin.twin.spec import LineSpec
 
 BUDGET = 10.0  # s: generous, so that only the timeout test times out
 CYCLE_S = 300.0

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from opthelpers import FakeClock, LineRun, Recorder, assert_versions_increase, small_surrogate
 
-import optimizer.controller as controller_module
-from models.surrogate import Surrogate
-from optimizer.controller import Controller, Decision, MemoryStore, Mode
-from optimizer.errors import OptimizerError
-from optimizer.fast import Solution
-from twin.params import compile_params
-from twin.spec import LineSpec
+import linetwin.optimizer.controller as controller_module
+from linetwin.models.surrogate import Surrogate
+from linetwin.optimizer.controller import Controller, Decision, MemoryStore, Mode
+from linetwin.optimizer.errors import OptimizerError
+from linetwin.optimizer.fast import Solution
+from linetwin.twin.params import compile_params
+from linetwin.twin.spec import LineSpec
 
 BUDGET = 10.0
 CYCLE_S = 300.0

@@ -13,11 +13,11 @@ import pytest
 from opthelpers import Brute, objective_of, small_surrogate, state_of, two_station_case
 from ortools.linear_solver import pywraplp
 
-from models.surrogate import Surrogate
-from optimizer.exact import interval_bounds, solve_exact
-from optimizer.fast import Solution
-from optimizer.problem import Objective, Problem, make_problem
-from twin.spec import LineSpec
+from linetwin.models.surrogate import Surrogate
+from linetwin.optimizer.exact import interval_bounds, solve_exact
+from linetwin.optimizer.fast import Solution
+from linetwin.optimizer.problem import Objective, Problem, make_problem
+from linetwin.twin.spec import LineSpec
 
 TOL = 1e-3  # the brute force runs the float32 torch path, the solution the float64 numpy one
 

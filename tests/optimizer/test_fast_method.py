@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from opthelpers import Brute, objective_of, small_surrogate, state_of, two_station_case
 
-from optimizer.errors import ProblemError
-from optimizer.fast import multistart, solve_fast
-from optimizer.problem import Objective, Problem, make_problem
-from twin.spec import LineSpec
+from linetwin.optimizer.errors import ProblemError
+from linetwin.optimizer.fast import multistart, solve_fast
+from linetwin.optimizer.problem import Objective, Problem, make_problem
+from linetwin.twin.spec import LineSpec
 
 LONG = 30.0  # s: a deadline that never binds here
 

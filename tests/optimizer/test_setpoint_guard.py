@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optimizer.guard import FALLBACKS, Reason, SetpointGuard
-from twin.params import compile_params
-from twin.spec import LineSpec
+from linetwin.optimizer.guard import FALLBACKS, Reason, SetpointGuard
+from linetwin.twin.params import compile_params
+from linetwin.twin.spec import LineSpec
 
 SPECIAL = (math.nan, math.inf, -math.inf, 1e308, -1e308, 1e12, -1e12, 0.0, -0.0)
 WRONG_SHAPES = ((), (0, 2), (1,), (2, 3), (20,), (10, 1), (10, 3), (11, 2), (9, 2), (1, 10, 2))

@@ -13,14 +13,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
-from models.features import FeatureSchema
-from replay.env import ENV_ID, LineEnv, LineVectorEnv, register_envs
-from replay.errors import ReplayError
-from twin import layout as L
-from twin.kpi import window_kpis
-from twin.params import compile_params
-from twin.sim import Twin
-from twin.spec import bundled_spec
+from linetwin.models.features import FeatureSchema
+from linetwin.replay.env import ENV_ID, LineEnv, LineVectorEnv, register_envs
+from linetwin.replay.errors import ReplayError
+from linetwin.twin import layout as L
+from linetwin.twin.kpi import window_kpis
+from linetwin.twin.params import compile_params
+from linetwin.twin.sim import Twin
+from linetwin.twin.spec import bundled_spec
 
 SPEC = bundled_spec("example")
 PARAMS = compile_params(SPEC)
@@ -44,9 +44,9 @@ def actions(rng: np.random.Generator, n: int, *shape: int) -> list[np.ndarray]:
 
 def test_importing_without_gymnasium_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "gymnasium", None)  # `import gymnasium` now fails
-    monkeypatch.delitem(sys.modules, "replay.env")
+    monkeypatch.delitem(sys.modules, "linetwin.replay.env")
     with pytest.raises(ImportError, match=r"pip install 'linetwin\[gym\]'"):
-        importlib.import_module("replay.env")
+        importlib.import_module("linetwin.replay.env")
 
 
 @pytest.mark.parametrize("line", ["example", "two-station"])

@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from replay.csv_export import export_csv
-from replay.csv_layout import csv_header
-from replay.errors import ImportCsvError
-from replay.importer import import_csv
-from twin import RecordingError, SensorFault, Twin, bundled_spec, loads_spec
-from twin.recorder import Recorder, Recording, read_recording, recording_schema
+from linetwin.replay.csv_export import export_csv
+from linetwin.replay.csv_layout import csv_header
+from linetwin.replay.errors import ImportCsvError
+from linetwin.replay.importer import import_csv
+from linetwin.twin import RecordingError, SensorFault, Twin, bundled_spec, loads_spec
+from linetwin.twin.recorder import Recorder, Recording, read_recording, recording_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 ARRAYS = tuple(f.name for f in fields(Recording) if f.name not in ("spec", "meta", "tick"))

@@ -14,15 +14,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from models.pretrained import bundled_checkpoint
-from replay.decisions import DecisionRows
-from replay.errors import ReplayError
-from replay.policies import parse_policies
-from replay.run import ReplayResult, ReplaySettings, replay, write_outputs
-from twin import Twin, bundled_spec
-from twin.params import compile_params
-from twin.recorder import Recorder, read_recording
-from twin.spec import LineSpec
+from linetwin.models.pretrained import bundled_checkpoint
+from linetwin.replay.decisions import DecisionRows
+from linetwin.replay.errors import ReplayError
+from linetwin.replay.policies import parse_policies
+from linetwin.replay.run import ReplayResult, ReplaySettings, replay, write_outputs
+from linetwin.twin import Twin, bundled_spec
+from linetwin.twin.params import compile_params
+from linetwin.twin.recorder import Recorder, read_recording
+from linetwin.twin.spec import LineSpec
 
 SETTINGS = ReplaySettings(cadence_s=300.0, seeds=4, horizon_s=1800.0, seed=5)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin import layout as L
-from twin.snapshot import Snapshot
+from linetwin.twin import layout as L
+from linetwin.twin.snapshot import Snapshot
 
 
 def assert_conserved(snap: Snapshot) -> None:

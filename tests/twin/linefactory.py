@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twin.spec import LineSpec, parse_spec
+from linetwin.twin.spec import LineSpec, parse_spec
 
 
 def station(

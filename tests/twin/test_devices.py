@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twin import DeviceError, Twin, bundled_spec, resolve_device
-from twin.engine_cuda import cuda_available
+from linetwin.twin import DeviceError, Twin, bundled_spec, resolve_device
+from linetwin.twin.engine_cuda import cuda_available
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ SIMULATED = textwrap.dedent(
     import numpy as np
     # Pure-Python uint64 arithmetic wraps as intended but numpy warns about it.
     warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
-    from twin import Twin, bundled_spec
+    from linetwin.twin import Twin, bundled_spec
     twin = Twin(bundled_spec(sys.argv[2]), 5, seed=4, device="cuda")
     assert twin.device == "cuda"
     twin.step(900.0)

@@ -11,7 +11,7 @@ from ctmc import exact_throughput
 from invariants import assert_conserved
 from linefactory import serial_line
 
-from twin import Twin, TwinError, bundled_spec, window_kpis
+from linetwin.twin import Twin, TwinError, bundled_spec, window_kpis
 
 
 def test_parts_are_conserved_at_every_step_of_the_example_line():
@@ -160,7 +160,7 @@ def test_a_twin_started_at_a_later_time_accounts_only_simulated_time():
 def test_set_wear_raises_the_failure_rate_where_wear_counts():
     from linefactory import station
 
-    from twin.spec import parse_spec
+    from linetwin.twin.spec import parse_spec
 
     spec = parse_spec(
         {

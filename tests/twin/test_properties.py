@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from invariants import assert_conserved
 
-from twin import Twin
-from twin import layout as L
-from twin.spec import LineSpec, parse_spec
+from linetwin.twin import Twin
+from linetwin.twin import layout as L
+from linetwin.twin.spec import LineSpec, parse_spec
 
 
 @st.composite

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from twin import SetpointError, Snapshot, Twin, TwinError, bundled_spec
-from twin import layout as L
-from twin.realtime import RealtimeTwin, Subscription
+from linetwin.twin import SetpointError, Snapshot, Twin, TwinError, bundled_spec
+from linetwin.twin import layout as L
+from linetwin.twin.realtime import RealtimeTwin, Subscription
 
 WAIT_S = 10.0  # generous bound for anything that should happen at once
 

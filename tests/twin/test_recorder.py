@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from twin import RecordingError, Snapshot, Twin, bundled_spec, loads_spec
-from twin.recorder import (
+from linetwin.twin import RecordingError, Snapshot, Twin, bundled_spec, loads_spec
+from linetwin.twin.recorder import (
     FORMAT_VERSION,
     Recorder,
     Recording,
@@ -21,7 +21,7 @@ from twin.recorder import (
     read_recording,
     read_spec,
 )
-from twin.spec import LineSpec
+from linetwin.twin.spec import LineSpec
 
 STATION_FIELDS = (
     "status",

@@ -7,10 +7,10 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from twin.errors import TwinError
-from twin.sim import Twin, start_state
-from twin.spec import bundled_spec
-from twin.state import TwinState
+from linetwin.twin.errors import TwinError
+from linetwin.twin.sim import Twin, start_state
+from linetwin.twin.spec import bundled_spec
+from linetwin.twin.state import TwinState
 
 SPEC = bundled_spec("example")
 

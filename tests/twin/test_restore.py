@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twin import Twin, bundled_spec, window_kpis
-from twin.errors import TwinError
-from twin.recorder import Recorder, read_recording
-from twin.restore import restore
-from twin.snapshot import Snapshot
+from linetwin.twin import Twin, bundled_spec, window_kpis
+from linetwin.twin.errors import TwinError
+from linetwin.twin.recorder import Recorder, read_recording
+from linetwin.twin.restore import restore
+from linetwin.twin.snapshot import Snapshot
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from twin import SensorFault, Snapshot, SpecError, Twin
-from twin import layout as L
-from twin.sensors import CHANNELS, true_values
-from twin.spec import LineSpec, parse_spec
+from linetwin.twin import SensorFault, Snapshot, SpecError, Twin
+from linetwin.twin import layout as L
+from linetwin.twin.sensors import CHANNELS, true_values
+from linetwin.twin.spec import LineSpec, parse_spec
 
 QUIET = {"temperature_noise_c": 0.0, "power_noise_kw": 0.0, "vibration_noise_mm_s": 0.0}
 
@@ -466,7 +466,7 @@ def test_no_heating_at_or_below_ambient() -> None:
 
 
 def test_fault_on_scenarios_that_do_not_exist_is_refused():
-    from twin import SensorFault, SpecError, Twin, bundled_spec
+    from linetwin.twin import SensorFault, SpecError, Twin, bundled_spec
 
     fault = SensorFault("press", "power", "nan", scenarios=(0, 5))
     with pytest.raises(SpecError, match=r"scenarios \[5\] are not in 0..2"):

@@ -23,10 +23,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twin import layout as L
-from twin.errors import SpecError
-from twin.params import compile_params
-from twin.spec import (
+from linetwin.twin import layout as L
+from linetwin.twin.errors import SpecError
+from linetwin.twin.params import compile_params
+from linetwin.twin.spec import (
     BUNDLED_LINES,
     Economics,
     LineSpec,
@@ -95,7 +95,7 @@ def test_bundled_lines_load_and_compile(name: str) -> None:
 def test_bundled_lines_are_the_shipped_files() -> None:
     shipped = {
         p.name.removesuffix(".toml")
-        for p in (resources.files("twin") / "lines").iterdir()
+        for p in (resources.files("linetwin.twin") / "lines").iterdir()
         if p.name.endswith(".toml")
     }
     assert shipped == set(BUNDLED_LINES)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from twin.stats import mean_interval, t975
+from linetwin.twin.stats import mean_interval, t975
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.keys import KeyStore
-from api.storage import Storage, database_path
+from linetwin.api.keys import KeyStore
+from linetwin.api.storage import Storage, database_path
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",  # refused by a closed network and slow the page down
     "--disable-sync",
 ]
-LINETWIN = [sys.executable, "-c", "from api.cli import main; main()"]
+LINETWIN = [sys.executable, "-c", "from linetwin.cli.main import main; main()"]
 SPEED = 120.0
 """Line seconds per wall second: the displayed line time moves by 12 s every 0.1 s."""
 PERIOD_S = 600.0

@@ -8,7 +8,7 @@ import warnings
 import pytest
 from fastapi import FastAPI
 
-from api.webpage import IMMUTABLE, NO_CACHE, WEB_DIR, load_assets, mount_web
+from linetwin.api.webpage import IMMUTABLE, NO_CACHE, WEB_DIR, load_assets, mount_web
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for `httpx2` under its test client; plain httpx works the same.

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from api.runtime import Runtime
+    from linetwin.api.runtime import Runtime
 
 MODES = ("closed", "advisory", "manual")
 
@@ -50,10 +50,10 @@ def serve(
     """
     import uvicorn
 
-    from api.app import create_app
-    from api.cli import load_line, load_or_train
-    from api.runtime import Runtime
-    from api.settings import Settings
+    from linetwin.api.app import create_app
+    from linetwin.api.runtime import Runtime
+    from linetwin.api.settings import Settings
+    from linetwin.cli.main import load_line, load_or_train
 
     settings = Settings.load(
         line=line,

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from api.errors import UsageError
+from linetwin.api.errors import UsageError
 
 
 @click.command("poll")
@@ -43,7 +43,7 @@ def poll(
     setpoints and `stale: true` is printed (and one with `stale: false` when it answers
     again); with --once, that is an error instead. Errors print one line and exit 2.
     """
-    from api.client import PolledDecision, PollerError, SetpointPoller
+    from linetwin.api.client import PolledDecision, PollerError, SetpointPoller
 
     stop = threading.Event()
     seen: list[int] = []

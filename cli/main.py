@@ -12,18 +12,18 @@ from typing import Any, NoReturn
 
 import click
 
-from api.cli_admin import audit_group, keys_group
-from api.cli_recording import recording_group
-from api.cli_replay import replay_command
-from api.errors import ApiError, UsageError
-from api.poll import poll as poll_command
-from api.serve import serve as serve_command
-from models.errors import ModelError
-from optimizer.errors import OptimizerError
-from replay.errors import ReplayError
-from twin.errors import TwinError
-from twin.jsonable import finite_json
-from twin.spec import BUNDLED_LINES, LineSpec, bundled_spec, load_spec, spec_json_schema
+from linetwin.api.errors import ApiError, UsageError
+from linetwin.cli.admin import audit_group, keys_group
+from linetwin.cli.poll import poll as poll_command
+from linetwin.cli.recording import recording_group
+from linetwin.cli.replay import replay_command
+from linetwin.cli.serve import serve as serve_command
+from linetwin.models.errors import ModelError
+from linetwin.optimizer.errors import OptimizerError
+from linetwin.replay.errors import ReplayError
+from linetwin.twin.errors import TwinError
+from linetwin.twin.jsonable import finite_json
+from linetwin.twin.spec import BUNDLED_LINES, LineSpec, bundled_spec, load_spec, spec_json_schema
 
 
 def fail(message: str) -> NoReturn:
@@ -106,12 +106,12 @@ def simulate(
     as_json: bool,
 ) -> None:
     """Simulate the line and print its KPIs."""
-    from twin.simulate import simulate as run_simulation
+    from linetwin.twin.simulate import simulate as run_simulation
 
     spec = load_line(line)
     setpoints = None
     if setpoints_file:
-        from twin.params import compile_params, setpoints_from_mapping
+        from linetwin.twin.params import compile_params, setpoints_from_mapping
 
         mapping = read_setpoints_file(setpoints_file)
         setpoints = setpoints_from_mapping(
@@ -122,7 +122,7 @@ def simulate(
     with contextlib.ExitStack() as stack:
         recorder = None
         if record is not None:
-            from twin.recorder import Recorder
+            from linetwin.twin.recorder import Recorder
 
             # The context aborts the recording if the run fails: no half file is published.
             recorder = stack.enter_context(Recorder(record, spec, seed=seed, overwrite=overwrite))
@@ -250,9 +250,9 @@ def train(
     as_json: bool,
 ) -> None:
     """Train the surrogate on data generated with the twin and save a checkpoint."""
-    from models.checkpoint import save
-    from models.device import resolve_torch_device
-    from models.pipeline import TrainSettings, train_surrogate
+    from linetwin.models.checkpoint import save
+    from linetwin.models.device import resolve_torch_device
+    from linetwin.models.pipeline import TrainSettings, train_surrogate
 
     spec = load_line(line)
     dev = resolve_torch_device(device)
@@ -288,19 +288,19 @@ optimizer sets steady-state targets; a 30-minute model rewards draining buffers)
 
 def default_model_dir(spec: LineSpec) -> Path:
     """Where a line's default model is cached: `models/<spec hash>` in the data directory."""
-    from api.storage import default_data_dir
+    from linetwin.api.storage import default_data_dir
 
     return default_data_dir() / "models" / spec.spec_hash()[:16]
 
 
 def load_or_train(spec: LineSpec, model_dir: str | None, quiet: bool) -> Any:
     """Load `--model`, or the cached default model of the line, training it first if needed."""
-    from models.checkpoint import load, save
-    from models.pipeline import TrainSettings, train_surrogate
+    from linetwin.models.checkpoint import load, save
+    from linetwin.models.pipeline import TrainSettings, train_surrogate
 
     if model_dir is not None:
         return load(model_dir, spec)
-    from models.pretrained import bundled_checkpoint
+    from linetwin.models.pretrained import bundled_checkpoint
 
     shipped = bundled_checkpoint(spec)
     if shipped is not None:
@@ -349,8 +349,8 @@ def optimize(
     as_json: bool,
 ) -> None:
     """Optimise the line's steady-state setpoints from its nominal state."""
-    from optimizer.oneshot import optimize_line, pareto_line, verify
-    from twin.params import setpoints_to_mapping
+    from linetwin.optimizer.oneshot import optimize_line, pareto_line, verify
+    from linetwin.twin.params import setpoints_to_mapping
 
     spec = load_line(line)
     if verify_hours is not None and not (math.isfinite(verify_hours) and verify_hours > 0):
@@ -513,7 +513,3 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("LINETWIN_TRACEBACK"):
             raise
         fail(f"unexpected {type(exc).__name__}: {exc} (set LINETWIN_TRACEBACK=1 for details)")
-
-
-if __name__ == "__main__":
-    main()

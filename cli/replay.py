@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from replay.policies import DEFAULT_POLICIES
+from linetwin.replay.policies import DEFAULT_POLICIES
 
 
 @click.command("replay")
@@ -72,11 +72,11 @@ def replay_command(
     """Replay a recording: what each policy would have decided at each decision point, and
     forked twin runs of every policy from the recorded states (KPI differences with 95%
     intervals). Writes Parquet tables, summary.json and report.html into --out."""
-    from api.cli import ProgressBar
-    from models.pretrained import bundled_checkpoint
-    from replay.policies import parse_policies
-    from replay.run import ReplaySettings, replay, write_outputs
-    from twin.recorder import read_spec
+    from linetwin.cli.main import ProgressBar
+    from linetwin.models.pretrained import bundled_checkpoint
+    from linetwin.replay.policies import parse_policies
+    from linetwin.replay.run import ReplaySettings, replay, write_outputs
+    from linetwin.twin.recorder import read_spec
 
     settings = ReplaySettings(
         cadence_s=cadence,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import click
 
-from api.audit import AuditLog
-from api.errors import UsageError
-from api.keys import KeyStore, Role
-from api.storage import Storage, database_path
+from linetwin.api.audit import AuditLog
+from linetwin.api.errors import UsageError
+from linetwin.api.keys import KeyStore, Role
+from linetwin.api.storage import Storage, database_path
 
 data_dir_option = click.option(
     "--data-dir",

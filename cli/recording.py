@@ -15,8 +15,8 @@ from collections import Counter
 
 import click
 
-from api.errors import UsageError
-from replay.errors import ReplayError
+from linetwin.api.errors import UsageError
+from linetwin.replay.errors import ReplayError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
@@ -40,8 +40,8 @@ def recording_import(
     csv_path: str, line: str, out: str, note: str, overwrite: bool, as_json: bool
 ) -> None:
     """Convert a plant log CSV (documented layout) into a recording."""
-    from api.cli import load_line
-    from replay.importer import import_csv
+    from linetwin.cli.main import load_line
+    from linetwin.replay.importer import import_csv
 
     spec = load_line(line)
     try:
@@ -79,7 +79,7 @@ def recording_export(
     recording: str, out: str, scenario: int, overwrite: bool, as_json: bool
 ) -> None:
     """Write one scenario of a recording as a CSV plant log."""
-    from replay.csv_export import export_csv
+    from linetwin.replay.csv_export import export_csv
 
     try:
         rows = export_csv(recording, out, scenario=scenario, overwrite=overwrite)

@@ -1,0 +1,5 @@
+"""`python -m linetwin`: the command line."""
+
+from linetwin.cli.main import main
+
+main()
