@@ -7,13 +7,20 @@ import json
 import math
 import os
 import sys
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from linetwin.api.errors import ApiError, UsageError
 from linetwin.cli.admin import audit_group, keys_group
+from linetwin.cli.common import (
+    ProgressBar,
+    StageBar,
+    fail,
+    load_line,
+    load_or_train,
+    read_setpoints_file,
+)
 from linetwin.cli.poll import poll as poll_command
 from linetwin.cli.recording import recording_group
 from linetwin.cli.replay import replay_command
@@ -23,40 +30,7 @@ from linetwin.optimizer.errors import OptimizerError
 from linetwin.replay.errors import ReplayError
 from linetwin.twin.errors import TwinError
 from linetwin.twin.jsonable import finite_json
-from linetwin.twin.spec import BUNDLED_LINES, LineSpec, bundled_spec, load_spec, spec_json_schema
-
-
-def fail(message: str) -> NoReturn:
-    """Print a one-line error to stderr and exit with status 2."""
-    click.echo(f"linetwin: error: {' | '.join(message.splitlines())}", err=True)
-    sys.exit(2)
-
-
-def load_line(line: str | None) -> LineSpec:
-    """Load `--line`: a TOML file path, or the name of a bundled line; default: the example."""
-    if line is None:
-        return bundled_spec("example")
-    path = Path(line)
-    if not path.exists() and line in BUNDLED_LINES:
-        return bundled_spec(line)
-    return load_spec(path)
-
-
-def read_setpoints_file(path: str) -> dict[str, Any]:
-    """Read a `--setpoints` JSON file: `{station: {setpoint: value}}`."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read setpoints file: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a JSON object of stations, got {type(data).__name__}")
-    return data
+from linetwin.twin.spec import spec_json_schema
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,27 +121,6 @@ def simulate(
         click.echo(json.dumps(finite_json(summary)))
     else:
         _print_summary(summary)
-
-
-class ProgressBar:
-    """A rich progress bar on stderr for long runs (shown only on a terminal)."""
-
-    def __init__(self, enabled: bool, description: str = "simulating") -> None:
-        from rich.console import Console
-        from rich.progress import Progress
-
-        console = Console(stderr=True)
-        self.bar = Progress(
-            console=console, transient=True, disable=not (enabled and console.is_terminal)
-        )
-        self.task = self.bar.add_task(description, total=1.0)
-
-    def __enter__(self) -> Any:
-        self.bar.start()
-        return lambda done: self.bar.update(self.task, completed=done)
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -281,46 +234,6 @@ def train(
     )
 
 
-STEADY_STATE_HORIZON_S = 4 * 3600.0
-"""Horizon of the optimizer's default model: long enough that the start state fades (the
-optimizer sets steady-state targets; a 30-minute model rewards draining buffers)."""
-
-
-def default_model_dir(spec: LineSpec) -> Path:
-    """Where a line's default model is cached: `models/<spec hash>` in the data directory."""
-    from linetwin.api.storage import default_data_dir
-
-    return default_data_dir() / "models" / spec.spec_hash()[:16]
-
-
-def load_or_train(spec: LineSpec, model_dir: str | None, quiet: bool) -> Any:
-    """Load `--model`, or the cached default model of the line, training it first if needed."""
-    from linetwin.models.checkpoint import load, save
-    from linetwin.models.pipeline import TrainSettings, train_surrogate
-
-    if model_dir is not None:
-        return load(model_dir, spec)
-    from linetwin.models.pretrained import bundled_checkpoint
-
-    shipped = bundled_checkpoint(spec)
-    if shipped is not None:
-        return load(shipped, spec)
-    folder = default_model_dir(spec)
-    if (folder / "model.json").is_file():
-        return load(folder, spec)
-    click.echo(
-        f"no model given and none cached for line {spec.name!r}: training the default "
-        f"model (a few minutes on 2 cores) into {folder}",
-        err=True,
-    )
-    with StageBar(enabled=not quiet) as progress:
-        model, _report = train_surrogate(
-            spec, TrainSettings.for_horizon(STEADY_STATE_HORIZON_S), progress=progress
-        )
-    save(model, folder)
-    return model
-
-
 @cli.command()
 @click.option("--line", "line", metavar="FILE", help="Line spec TOML (or a bundled name).")
 @click.option("--model", "model_dir", metavar="DIR", help="Surrogate checkpoint folder.")
@@ -406,33 +319,6 @@ def optimize(
             f"  trade-off: {p['good_per_hour']:8.2f} good/h at "
             f"{p['energy_kwh_per_hour']:8.2f} kWh/h"
         )
-
-
-class StageBar:
-    """A rich progress bar with one task per named stage (shown only on a terminal)."""
-
-    def __init__(self, enabled: bool, description: str = "simulating") -> None:
-        from rich.console import Console
-        from rich.progress import Progress
-
-        console = Console(stderr=True)
-        self.bar = Progress(
-            console=console, transient=True, disable=not (enabled and console.is_terminal)
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> Any:
-        self.bar.start()
-
-        def update(stage: str, done: float) -> None:
-            if stage not in self.tasks:
-                self.tasks[stage] = self.bar.add_task(stage, total=1.0)
-            self.bar.update(self.tasks[stage], completed=done)
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
 
 
 @cli.group()

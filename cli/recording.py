@@ -16,6 +16,7 @@ from collections import Counter
 import click
 
 from linetwin.api.errors import UsageError
+from linetwin.cli.common import load_line
 from linetwin.replay.errors import ReplayError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -40,7 +41,6 @@ def recording_import(
     csv_path: str, line: str, out: str, note: str, overwrite: bool, as_json: bool
 ) -> None:
     """Convert a plant log CSV (documented layout) into a recording."""
-    from linetwin.cli.main import load_line
     from linetwin.replay.importer import import_csv
 
     spec = load_line(line)

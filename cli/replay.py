@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from linetwin.cli.common import ProgressBar
 from linetwin.replay.policies import DEFAULT_POLICIES
 
 
@@ -72,10 +73,10 @@ def replay_command(
     """Replay a recording: what each policy would have decided at each decision point, and
     forked twin runs of every policy from the recorded states (KPI differences with 95%
     intervals). Writes Parquet tables, summary.json and report.html into --out."""
-    from linetwin.cli.main import ProgressBar
     from linetwin.models.pretrained import bundled_checkpoint
+    from linetwin.replay.outputs import write_outputs
     from linetwin.replay.policies import parse_policies
-    from linetwin.replay.run import ReplaySettings, replay, write_outputs
+    from linetwin.replay.run import ReplaySettings, replay
     from linetwin.twin.recorder import read_spec
 
     settings = ReplaySettings(

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from linetwin.cli.common import load_line, load_or_train
+
 if TYPE_CHECKING:
     from linetwin.api.runtime import Runtime
 
@@ -53,7 +55,6 @@ def serve(
     from linetwin.api.app import create_app
     from linetwin.api.runtime import Runtime
     from linetwin.api.settings import Settings
-    from linetwin.cli.main import load_line, load_or_train
 
     settings = Settings.load(
         line=line,

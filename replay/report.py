@@ -13,14 +13,12 @@ import html
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from linetwin.replay.run import ReplayResult
 from linetwin.replay.scan import KPI_NAMES
-
-if TYPE_CHECKING:
-    from linetwin.replay.run import ReplayResult
 
 LABELS = {
     "throughput_per_hour": "throughput, parts/h",

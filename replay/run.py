@@ -1,8 +1,8 @@
-"""`replay(...)`: decision replay and counterfactual runs of one recording, and their outputs.
+"""`replay(...)`: decision replay and counterfactual runs of one recording.
 
-    result = replay("run.parquet", policies, cadence_s=60, seeds=16)
-    write_outputs(result, "out/")   # decisions.parquet, windows.parquet,
-                                    # counterfactual.parquet, summary.json, report.html
+    result = replay("run.parquet", policies, ReplaySettings(cadence_s=60, seeds=16))
+
+`linetwin.replay.outputs.write_outputs` writes its tables, summary and report.
 
 The same recording, policies, settings and seed give identical outputs (byte for byte for
 the Parquet tables and the summary): no wall-clock time enters a decision or a file.
@@ -10,7 +10,6 @@ the Parquet tables and the summary): no wall-clock time enters a decision or a f
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from linetwin.replay.counterfactual import Counterfactual, StartPoint, run_counterfactuals
 from linetwin.replay.decisions import DecisionReplayer, DecisionRows, setpoint_spans
@@ -53,13 +50,13 @@ class ReplaySettings:
     def check(self) -> None:
         """Raise ReplayError naming the first bad setting."""
         if not (math.isfinite(self.cadence_s) and self.cadence_s > 0):
-            raise ReplayError(f"--cadence must be a positive number of s, got {self.cadence_s}")
+            raise ReplayError(f"cadence_s must be a positive number of s, got {self.cadence_s}")
         if self.seeds < 0 or self.seeds == 1:
-            raise ReplayError(f"--seeds must be 0 (no counterfactuals) or >= 2, got {self.seeds}")
+            raise ReplayError(f"seeds must be 0 (no counterfactuals) or >= 2, got {self.seeds}")
         steps = self.horizon_s / self.cadence_s
         if not (math.isfinite(steps) and steps >= 1 and abs(steps - round(steps)) < 1e-9):
             raise ReplayError(
-                f"--horizon ({self.horizon_s:g} s) must be a whole number (>= 1) of "
+                f"horizon_s ({self.horizon_s:g} s) must be a whole number (>= 1) of "
                 f"cadences ({self.cadence_s:g} s)"
             )
 
@@ -178,7 +175,7 @@ def replay(
     for p in policies:
         if p.model is not None and p.model.schema.spec_hash != spec.spec_hash():
             raise ReplayError(
-                f"--policy {p.name!r}: model {p.model_dir} was trained for another line than "
+                f"policy {p.name!r}: model {p.model_dir} was trained for another line than "
                 f"the recording's ({spec.name!r})"
             )
     replayer = DecisionReplayer(spec, policies)
@@ -224,81 +221,3 @@ def replay(
         decisions=replayer.rows,
         counterfactual=counterfactual,
     )
-
-
-# -- outputs ----------------------------------------------------------------------------------
-def decisions_table(result: ReplayResult) -> pa.Table:
-    """One row per decision point and policy (see docs/replay.md)."""
-    rows = result.decisions
-    n = result.spec.n_stations
-    sp = np.stack(rows.setpoints) if len(rows) else np.zeros((0, n, 2))
-    rec = np.stack(rows.recorded) if len(rows) else np.zeros((0, n, 2))
-
-    def lists(a: np.ndarray) -> pa.Array:
-        return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), pa.float64()), n)
-
-    cols: dict[str, Any] = {
-        "time_s": pa.array(rows.time_s, pa.float64()),
-        "tick": pa.array(rows.tick, pa.int64()),
-        "policy": pa.array(rows.policy, pa.string()),
-        "speed": lists(sp[..., 0]),
-        "temperature_c": lists(sp[..., 1]),
-        "recorded_speed": lists(rec[..., 0]),
-        "recorded_temperature_c": lists(rec[..., 1]),
-        "max_relative_change": pa.array(rows.change, pa.float64()),
-        "fallback": pa.array(rows.fallback, pa.bool_()),
-        "status": pa.array(rows.status, pa.string()),
-        "reasons": pa.array(rows.reasons, pa.list_(pa.string())),
-    }
-    for k in KPI_NAMES:
-        cols[f"predicted_{k}"] = pa.array(rows.predicted[k], pa.float64())
-        cols[f"predicted_diff_{k}"] = pa.array(rows.diff[k], pa.float64())
-        cols[f"predicted_diff_{k}_std"] = pa.array(rows.diff_std[k], pa.float64())
-    meta = {"linetwin.station_names": json.dumps([s.name for s in result.spec.stations])}
-    return pa.table(cols).replace_schema_metadata(meta)
-
-
-def windows_table(result: ReplayResult) -> pa.Table:
-    """The recorded KPIs of each decision window (ending at `time_s`)."""
-    return pa.table({k: pa.array(v, pa.float64()) for k, v in result.windows.items()})
-
-
-def counterfactual_table(cf: Counterfactual) -> pa.Table:
-    """One row per policy, start and seed: the run's KPIs."""
-    n_starts, seeds = next(iter(cf.kpis[cf.reference].values())).shape
-    cols: dict[str, list[Any]] = {"policy": [], "start_time_s": [], "seed": []}
-    cols.update({k: [] for k in KPI_NAMES})
-    for p in cf.policies:
-        cols["policy"] += [p] * (n_starts * seeds)
-        cols["start_time_s"] += np.repeat(cf.start_time_s, seeds).tolist()
-        cols["seed"] += np.tile(np.arange(seeds), n_starts).tolist()
-        for k in KPI_NAMES:
-            cols[k] += cf.kpis[p][k].reshape(-1).tolist()
-    return pa.table(cols)
-
-
-def write_outputs(result: ReplayResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write the tables (Parquet), `summary.json` and `report.html` into `out_dir`."""
-    from linetwin.replay.report import write_report
-
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ReplayError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
-    files = {
-        "decisions": out / "decisions.parquet",
-        "windows": out / "windows.parquet",
-        "summary": out / "summary.json",
-        "report": out / "report.html",
-    }
-    tables = {"decisions": decisions_table(result), "windows": windows_table(result)}
-    if result.counterfactual is not None:
-        files["counterfactual"] = out / "counterfactual.parquet"
-        tables["counterfactual"] = counterfactual_table(result.counterfactual)
-    for name, table in tables.items():
-        pq.write_table(table, files[name], compression="zstd")
-    summary = result.summary()
-    files["summary"].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    write_report(files["report"], result, summary)
-    return files

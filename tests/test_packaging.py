@@ -1,5 +1,6 @@
 """The built wheel installs one namespace, `linetwin`, with its data files."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -9,9 +10,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_holds_only_the_linetwin_namespace(tmp_path):
+    # Build from a copy of the files git would commit (as a fresh clone has them), so that
+    # nothing in the checkout's build/ or caches can reach the wheel.
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        check=True, capture_output=True, cwd=ROOT,
+    ).stdout.decode().split("\0")  # fmt: skip
+    source = tmp_path / "src"
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(source)],
         check=True, capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("linetwin-*.whl")

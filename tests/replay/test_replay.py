@@ -17,8 +17,9 @@ import pytest
 from linetwin.models.pretrained import bundled_checkpoint
 from linetwin.replay.decisions import DecisionRows
 from linetwin.replay.errors import ReplayError
+from linetwin.replay.outputs import write_outputs
 from linetwin.replay.policies import parse_policies
-from linetwin.replay.run import ReplayResult, ReplaySettings, replay, write_outputs
+from linetwin.replay.run import ReplayResult, ReplaySettings, replay
 from linetwin.twin import Twin, bundled_spec
 from linetwin.twin.params import compile_params
 from linetwin.twin.recorder import Recorder, read_recording
@@ -197,7 +198,7 @@ def test_bad_policies_and_settings_are_refused(
     with pytest.raises(ReplayError, match="cannot load model"):
         parse_policies([f"optimizer:{model_dir}"], spec, None)  # trained for two-station
     recorded = parse_policies(["recorded"], spec, None)
-    with pytest.raises(ReplayError, match="--horizon"):
+    with pytest.raises(ReplayError, match="horizon_s"):
         replay(example_run, recorded, replace(SETTINGS, horizon_s=100))
     with pytest.raises(ReplayError, match="--scenario 3"):
         replay(example_run, recorded, replace(SETTINGS, scenario=3))
