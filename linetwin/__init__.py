@@ -11,11 +11,30 @@ folders and import one way (`cli -> api -> replay -> optimizer -> models -> twin
 - `linetwin.cli`: the command line, the composition root.
 """
 
+from collections.abc import Callable
+from importlib import import_module
 from importlib import metadata as _metadata
+from typing import Any
 
 try:
     __version__ = _metadata.version("linetwin")
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """Return a module `__getattr__` that imports `exports[name]` (a module of `package`) on
+    first use: a package lists its public names in `__all__` without importing torch, FastAPI
+    or Gymnasium for a caller that needs none of them (the polling client, the decision codec).
+    """
+
+    def getattr_(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(import_module(f"{package}.{module}"), name)
+
+    return getattr_
+
+
+__all__ = ["__version__", "lazy_exports"]

@@ -78,3 +78,25 @@ def test_docs_import_the_namespace():
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for block in re.findall(r"```python\n(.*?)```", doc.read_text("utf-8"), flags=re.S):
             assert not bare.search(block), f"{doc.name}: {bare.search(block).group(0)}"
+
+
+def test_every_exported_name_resolves():
+    import importlib
+
+    for package in ORDER:
+        module = importlib.import_module(f"linetwin.{package}")
+        assert module.__doc__ and "later issues" not in module.__doc__
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"linetwin.{package}.{name}"
+
+
+def test_the_polling_client_loads_neither_torch_nor_fastapi():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, linetwin.api, linetwin.api.client, linetwin.optimizer, linetwin.models; "
+        "print(sorted(m for m in ('torch', 'fastapi', 'gymnasium') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
