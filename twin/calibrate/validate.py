@@ -25,7 +25,7 @@ from linetwin.twin.restore import restore
 from linetwin.twin.sim import Twin
 from linetwin.twin.spec import LineSpec
 
-MAX_SAMPLES = 720  # buffer levels of the twin are sampled at most this often over the tail
+MAX_SAMPLES = 120  # buffer levels of the twin are sampled this often over the tail
 
 
 @dataclass
