@@ -22,7 +22,8 @@ Estimators (s: speed setpoint, nominal: its nominal value):
   over the speed levels (heating taken off the readings with the skeleton's heater).
 - `thermal.time_constant_s`: from pairs of temperature readings one lag apart while the
   setpoint holds, (T(t + lag) - set) = (T(t) - set) exp(-lag / tau), least squares through
-  the origin on the transients (further than 3 °C from the setpoint).
+  the origin on the transients (further than 3 °C from the setpoint), the sum of squares
+  corrected for the skeleton's temperature sensor noise.
 """
 
 from __future__ import annotations
@@ -466,6 +467,8 @@ class _Fitter:
             self.kept(key, why + f"{MIN_THERMAL_PAIRS}): the setpoint never moved far enough")
             return
         sxy, sxx, syy, n, slag = acc
+        noise = st.sensors.temperature_noise_c**2 * n  # reading noise inflates sum x²
+        sxx = max(sxx - noise, 0.5 * sxx)
         a = sxy / sxx
         lag = slag / n
         if not 0.0 < a < 1.0:
