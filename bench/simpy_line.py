@@ -121,6 +121,7 @@ class SimpyLine:
         self.station_ops = 0
         self.good_out = 0
         self.scrapped = 0
+        self.failures = 0
         n = spec.n_stations
         self._buffers: list[simpy.Store] = []
         self._handoff: list[bool] = []
@@ -207,6 +208,7 @@ class SimpyLine:
                         ttf = life / (fail_rate * m)
                     if ttf < work:
                         yield timeout(ttf)
+                        self.failures += 1
                         work -= ttf
                         wear += ttf * wear_rate
                         if repair_time is None:
@@ -255,7 +257,8 @@ def simulate_simpy(
 
     The counts cover `hours` after `warmup_hours`; `setpoints` is `{station: {name: value}}`
     held for the whole run (nominal where absent). Returns station_ops (parts finished by any
-    station, scrapped ones included), good_out, scrapped, hours, and good_out_batches: good
+    station, scrapped ones included), good_out, scrapped, failures (of all stations), hours,
+    and good_out_batches: good
     parts in each of `batches` equal consecutive windows (for batch-means standard errors).
     """
     if not hours > 0 or warmup_hours < 0 or batches < 1:
@@ -267,7 +270,7 @@ def simulate_simpy(
     t0 = warmup_hours * 3600.0
     if t0 > 0:
         line.run(t0)
-    ops0, good0, scrap0 = line.station_ops, line.good_out, line.scrapped
+    ops0, good0, scrap0, fails0 = line.station_ops, line.good_out, line.scrapped, line.failures
     per_batch = []
     last = good0
     for b in range(1, batches + 1):
@@ -278,6 +281,7 @@ def simulate_simpy(
         "station_ops": line.station_ops - ops0,
         "good_out": line.good_out - good0,
         "scrapped": line.scrapped - scrap0,
+        "failures": line.failures - fails0,
         "hours": float(hours),
         "good_out_batches": per_batch,
     }
