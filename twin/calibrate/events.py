@@ -54,6 +54,7 @@ class Rows:
     power_kw: np.ndarray
     power_valid: np.ndarray
     wear: np.ndarray
+    buffer_level: np.ndarray  # (T, n_stations - 1)
 
     def take(self, sel: slice) -> Rows:
         """The rows `sel`."""
@@ -120,6 +121,7 @@ class LogScan:
     _break_count: np.ndarray = field(init=False)
     _last_event_tick: np.ndarray = field(init=False)
     _last_event_break: np.ndarray = field(init=False)
+    _last_event_ok: np.ndarray = field(init=False)
     _age: np.ndarray = field(init=False)
     _age0: np.ndarray = field(init=False)
     _first_life: np.ndarray = field(init=False)
@@ -142,6 +144,9 @@ class LogScan:
         self._break_count = np.zeros(n, dtype=np.int64)
         self._last_event_tick = np.full(n, -1, dtype=np.int64)
         self._last_event_break = np.zeros(n, dtype=np.int64)
+        self._last_event_ok = np.zeros(n, dtype=bool)
+        caps = [s.buffer_after or 0 for s in self.spec.stations[:-1]]
+        self._capacity = np.array(caps, dtype=np.int64)
         self._age = np.zeros(n)
         self._age0 = np.zeros(n)
         self._first_life = np.ones(n, dtype=bool)
@@ -221,7 +226,7 @@ class LogScan:
             acc = self.by_speed.setdefault((k % n, k // n), [0.0, 0.0])
             acc[0] += b
             acc[1] += p
-        self._intervals(e, inc, finc, spchange, level)
+        self._intervals(e, inc, finc, spchange, level, self._free_flow(e))
         self._lifetimes(e, bt, finc, st, dt)
         self._scrap(inc, sinc, sp, e.temperature_c[1:], e.temperature_valid[1:])
         self._power(st, level, e.power_kw[1:], e.power_valid[1:], e)
@@ -240,6 +245,25 @@ class LogScan:
             self.block_work.append(w[i])
             self.block_parts.append(p[i])
 
+    def _free_flow(self, e: Rows) -> np.ndarray:
+        """`(T, n)`: whether, at row k, a station finishing parts in the interval before
+        could start two more at once and pass two on (two parts in the buffer in front or a
+        blocked station upstream holding one, two places behind or a starved station taking
+        one), judged on row k - 1 (only this station takes from the buffer in front and fills
+        the one behind, so neither gets worse before its completions). Intervals start only
+        there: the next part then starts at the completion, so its time is not lengthened by a
+        wait shorter than the log interval, whatever its own length."""
+        lev = e.buffer_level[:-1]
+        st = e.status[:-1]
+        t = lev.shape[0]
+        n = self.spec.n_stations
+        avail = np.full((t, n), 2, dtype=np.int64)
+        room = np.full((t, n), 2, dtype=np.int64)
+        if n > 1:
+            avail[:, 1:] = lev + (st[:, :-1] == L.BLOCKED)
+            room[:, :-1] = self._capacity[None, :] - lev + (st[:, 1:] == L.STARVED)
+        return (avail >= 2) & (room >= 2)
+
     def _intervals(
         self,
         e: Rows,
@@ -247,6 +271,7 @@ class LogScan:
         finc: np.ndarray,
         spchange: np.ndarray,
         level: np.ndarray,
+        free: np.ndarray,
     ) -> None:
         brk = (e.status[:-1] != L.BUSY) | spchange | (finc > 0)
         cum = self._break_count[None, :] + np.cumsum(brk, axis=0)
@@ -257,10 +282,13 @@ class LogScan:
             first = np.r_[True, jj[1:] != jj[:-1]]
             prev_tick = np.where(first, self._last_event_tick[jj], np.r_[0, ticks[:-1]])
             prev_brk = np.where(first, self._last_event_break[jj], np.r_[0, cev[:-1]])
-            ok = (prev_tick >= 0) & (cev == prev_brk)
+            fr = free[tt, jj]
+            prev_free = np.where(first, self._last_event_ok[jj], np.r_[False, fr[:-1]])
+            ok = (prev_tick >= 0) & (cev == prev_brk) & prev_free
             d = ticks - prev_tick
             lev = level[tt, jj]
-            extra = inc[tt, jj] - 1  # parts finished within the same interval: length 0
+            # parts finished within the same interval: length 0
+            extra = np.where(fr, inc[tt, jj] - 1, 0)
             keys_j = np.r_[jj[ok], np.repeat(jj, extra)]
             keys_d = np.r_[d[ok], np.zeros(int(extra.sum()), dtype=np.int64)]
             keys_l = np.r_[lev[ok], np.repeat(lev, extra)]
@@ -273,6 +301,7 @@ class LogScan:
             last = np.r_[jj[1:] != jj[:-1], True]
             self._last_event_tick[jj[last]] = ticks[last]
             self._last_event_break[jj[last]] = cev[last]
+            self._last_event_ok[jj[last]] = fr[last]
         self._break_count = cum[-1].copy()
 
     def _lifetimes(

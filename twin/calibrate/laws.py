@@ -7,14 +7,17 @@ by maximum likelihood on the same data, processing times are only seen to the lo
 censored at the end of the log (which they do not allow for either). The likelihood handles
 both exactly, and AIC charges the two-parameter laws (gamma, lognormal, Weibull) for the
 parameter they add over the one-parameter ones, so a deterministic or exponential station is
-not dressed up with a coefficient of variation it does not need.
+not dressed up with a coefficient of variation it does not need. A law with fewer parameters
+whose AIC is within 2 of the smallest is preferred (the usual reading of AIC differences: it
+cuts the picks of a needless extra parameter from about 16% to about 5%).
 
 Processing times are measured between two completions of a station that stayed busy, at one
 speed, without failing: on a log with interval dt the observed count of intervals D of a time
 X (in intervals) has P(D = d | X = x) = max(0, 1 - |x - d|) (the start falls uniformly within
 an interval), so the likelihood of each law is its density smoothed by that triangle, computed
-by Gauss-Legendre quadrature. A 1% uniform contamination, the same for every law, absorbs the
-few intervals that hide an unlogged pause of less than one interval.
+by Gauss-Legendre quadrature. A 1% share of intervals one log interval longer, the same for
+every law, absorbs the few that hide an unlogged pause shorter than one interval (a uniform
+contamination instead would eat the tail of wide laws and bias their mean and cv down).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from linetwin.twin.calibrate.numeric import covariance, nelder_mead, norm_logsf,
 from linetwin.twin.spec import Station
 
 CONTAMINATION = 0.01
+AIC_MARGIN = 2.0  # a law with fewer parameters within this of the smallest AIC is preferred
 Z95 = 1.959963984540054
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -119,6 +123,14 @@ def choose(what: str, fits: list[LawFit]) -> LawChoice:
     best = ok[0]
     if len(ok) == 1:
         return LawChoice(what, best, fits, f"{best.law}: the only law that fits")
+    near = [f for f in ok if f.aic - best.aic < AIC_MARGIN and f.n_params < best.n_params]
+    if near:
+        simple = min(near, key=lambda f: (f.n_params, f.aic))
+        reason = (
+            f"AIC within {AIC_MARGIN:g} of {best.law}'s ({simple.aic - best.aic:.1f} more) "
+            f"with fewer parameters"
+        )
+        return LawChoice(what, simple, fits, reason)
     gap = ok[1].aic - best.aic
     reason = f"smallest AIC ({best.aic:.1f}); next {ok[1].law} by {gap:.1f}"
     return LawChoice(what, best, fits, reason)
@@ -167,8 +179,8 @@ def _smoothed(data: IntervalData, law: str, mean: float, cv: float) -> np.ndarra
 
 def _processing_nll(data: IntervalData, law: str, mean: float, cv: float) -> float:
     p = _smoothed(data, law, mean, cv)
-    floor = 1.0 / (float(data.d.max()) + 2.0)
-    mix = (1.0 - CONTAMINATION) * p + CONTAMINATION * floor
+    late = _smoothed(IntervalData(data.d - 1, data.v, data.n), law, mean, cv)
+    mix = (1.0 - CONTAMINATION) * p + CONTAMINATION * late + 1e-12
     return float(-(data.n * np.log(mix)).sum())
 
 

@@ -229,7 +229,8 @@ def _interval_plot(
     for v in np.unique(data.v):  # the law smoothed as the log sees it, mixed over speeds
         one = IntervalData(grid, np.full(grid.size, v), np.ones(grid.size))
         p = _smoothed(one, law, station.cycle_time_s, cv)
-        model += data.n[data.v == v].sum() * ((1 - CONTAMINATION) * p)
+        late = _smoothed(IntervalData(grid - 1, one.v, one.n), law, station.cycle_time_s, cv)
+        model += data.n[data.v == v].sum() * ((1 - CONTAMINATION) * p + CONTAMINATION * late)
     model /= max(model.sum(), 1e-12)
     ax.bar(grid * dt, emp, width=0.8 * dt, color="#c9d6e3", label="log")
     ax.plot(grid * dt, model, color="#1f6fb2", lw=1.5, label=f"fitted {law}")

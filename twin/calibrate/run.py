@@ -81,6 +81,7 @@ def _rows(c: Recording, lo: int, hi: int, s: int = 0) -> Rows:
         power_kw=c.power_kw[lo:hi, s],
         power_valid=c.power_valid[lo:hi, s],
         wear=c.wear[lo:hi, s],
+        buffer_level=c.buffer_level[lo:hi, s],
     )
 
 
