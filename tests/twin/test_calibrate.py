@@ -10,13 +10,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from linetwin.twin import Twin
 from linetwin.twin import layout as L
 from linetwin.twin.calibrate import CalibrationError, calibrate, fitted_spec, spec_toml
 from linetwin.twin.calibrate.events import LogScan, Rows
 from linetwin.twin.calibrate.laws import (
+    IntervalData,
     Lifetimes,
+    _smoothed,
     available_laws,
     fit_exponential,
     fit_lognormal,
@@ -383,3 +387,23 @@ def test_round_trip_of_the_new_laws(tmp_path: Path) -> None:
                 inside.append(p.low <= value_of(truth, p.station, p.key) <= p.high)
     assert len(inside) >= 2 * 8
     assert np.mean(inside) >= 0.8, np.mean(inside)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    law=hs.sampled_from(["exponential", "deterministic", "gamma", "lognormal"]),
+    mean=hs.floats(0.5, 40.0),
+    cv=hs.floats(0.05, 1.0),
+    v=hs.floats(0.25, 3.0),
+)
+def test_interval_probabilities_of_every_law_sum_to_one(
+    law: str, mean: float, cv: float, v: float
+) -> None:
+    """P(D = d) of the laws smoothed by the log interval is a distribution over d = 0, 1, ...
+    with mean E[X] (in log intervals) for any parameters and speed."""
+    top = int(mean / v * (1 + 12 * (1.0 if law == "exponential" else cv))) + 20
+    d = np.arange(top + 1)
+    p = _smoothed(IntervalData(d, np.full(d.size, v), np.ones(d.size)), law, mean, cv)
+    assert (p >= -1e-12).all()
+    assert p.sum() == pytest.approx(1.0, abs=2e-3)
+    assert (d * p).sum() == pytest.approx(mean / v, rel=2e-2, abs=2e-2)

@@ -160,7 +160,14 @@ def _smoothed(data: IntervalData, law: str, mean: float, cv: float) -> np.ndarra
     scale = mean / data.v  # mean in log intervals
     if law == "deterministic":
         return np.maximum(0.0, 1.0 - np.abs(scale - data.d))
-    nodes, weights = tri_nodes(data.d.astype(float))
+    if law == "exponential":
+        rel = (0.0, 40.0)
+    elif law == "gamma":
+        rel = (max(0.0, 1.0 - 7.0 * cv), 1.0 + 14.0 * cv)
+    else:
+        sig = math.sqrt(math.log1p(cv * cv))
+        rel = (math.exp(-0.5 * sig * sig - 7.0 * sig), math.exp(-0.5 * sig * sig + 9.0 * sig))
+    nodes, weights = tri_nodes(data.d.astype(float), rel[0] * scale, rel[1] * scale)
     x = np.maximum(nodes / scale[:, None], 1e-300)  # in units of the mean
     pos = nodes > 0
     if law == "exponential":
@@ -174,7 +181,7 @@ def _smoothed(data: IntervalData, law: str, mean: float, cv: float) -> np.ndarra
         z = (np.log(x) + 0.5 * s2) / s
         dens = np.exp(-0.5 * z * z - _LOG_SQRT_2PI) / (s * x)
     dens = np.where(pos, dens, 0.0) / scale[:, None]
-    return np.asarray(dens @ weights)
+    return np.asarray((dens * weights).sum(axis=1))
 
 
 def _processing_nll(data: IntervalData, law: str, mean: float, cv: float) -> float:
@@ -187,6 +194,14 @@ def _processing_nll(data: IntervalData, law: str, mean: float, cv: float) -> flo
 def fit_processing(data: IntervalData, laws: tuple[str, ...], mean0: float) -> list[LawFit]:
     """Fit each processing law of `laws` to the intervals; `mean0` (s) starts the search."""
     fits = []
+    # a start for the cv: the moments of the work per interval, less the rounding's v² / 6
+    w = data.d * data.v
+    m1 = float((data.n * w).sum() / data.n.sum())
+    var = float(
+        (data.n * (w - m1) ** 2).sum() / data.n.sum()
+        - (data.n * data.v**2).sum() / (6 * data.n.sum())
+    )
+    cv0 = min(max(math.sqrt(max(var, 0.0)) / max(m1, 1e-9), 0.05), 0.95)
     for law in laws:
         if law in ("exponential", "deterministic"):
 
@@ -212,13 +227,7 @@ def fit_processing(data: IntervalData, laws: tuple[str, ...], mean0: float) -> l
                 return math.inf
             return _processing_nll(data, law, math.exp(x[0]), cv)
 
-        best: tuple[np.ndarray, float] | None = None
-        for cv0 in (0.15, 0.4, 0.8):
-            cand = nelder_mead(f2, np.array([math.log(mean0), math.log(cv0)]), step=0.1)
-            if best is None or cand[1] < best[1]:
-                best = cand
-        assert best is not None
-        x, v = best
+        x, v = nelder_mead(f2, np.array([math.log(mean0), math.log(cv0)]), step=0.1)
         cov = covariance(f2, x)
         mean, cv = math.exp(x[0]), math.exp(x[1])
         se_m = math.sqrt(cov[0, 0]) if cov is not None else math.nan

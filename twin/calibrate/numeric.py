@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 _ERFC = np.frompyfunc(math.erfc, 1, 1)
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(12)
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(20)
 
 
 def norm_sf(z: np.ndarray) -> np.ndarray:
@@ -114,13 +114,22 @@ def covariance(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray | 
     return np.asarray(np.linalg.inv(hm))
 
 
-def tri_nodes(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes `(m, 24)` and weights `(24,)` of the integral of g(x) * max(0, 1 - |x - c|) over
-    x, for each centre c of `centre (m,)`: Gauss-Legendre on [c - 1, c] and [c, c + 1]."""
+def tri_nodes(centre: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights, both `(m, 40)`, of the integral of g(x) * max(0, 1 - |x - c|) over
+    x in [lo, hi], for each centre c of `centre (m,)` and bounds `lo`, `hi (m,)`: Gauss-Legendre
+    on the parts of [c - 1, c] and [c, c + 1] inside the bounds, so a law much narrower than
+    the log interval is still integrated accurately (its mass is where the nodes are)."""
     u = 0.5 * (_GL_X + 1.0)  # nodes on (0, 1)
     w = 0.5 * _GL_W
-    left = centre[:, None] - 1.0 + u[None, :]  # weight u
-    right = centre[:, None] + u[None, :]  # weight 1 - u
+    a1 = np.maximum(centre - 1.0, lo)
+    b1 = np.minimum(centre, hi)
+    a2 = np.maximum(centre, lo)
+    b2 = np.minimum(centre + 1.0, hi)
+    len1 = np.maximum(b1 - a1, 0.0)[:, None]
+    len2 = np.maximum(b2 - a2, 0.0)[:, None]
+    left = a1[:, None] + len1 * u[None, :]
+    right = a2[:, None] + len2 * u[None, :]
     nodes = np.concatenate([left, right], axis=1)
-    weights = np.concatenate([w * u, w * (1.0 - u)])
-    return nodes, weights
+    wl = len1 * w[None, :] * (1.0 - (centre[:, None] - left))
+    wr = len2 * w[None, :] * (1.0 - (right - centre[:, None]))
+    return nodes, np.concatenate([wl, wr], axis=1)
