@@ -246,23 +246,26 @@ class LogScan:
             self.block_parts.append(p[i])
 
     def _free_flow(self, e: Rows) -> np.ndarray:
-        """`(T, n)`: whether, at row k, a station finishing parts in the interval before
-        could start two more at once and pass two on (two parts in the buffer in front or a
-        blocked station upstream holding one, two places behind or a starved station taking
-        one), judged on row k - 1 (only this station takes from the buffer in front and fills
-        the one behind, so neither gets worse before its completions). Intervals start only
-        there: the next part then starts at the completion, so its time is not lengthened by a
-        wait shorter than the log interval, whatever its own length."""
+        """`(T, n)`: how many parts a station finishing parts in the interval before row k
+        could surely start at once and pass on: parts in the buffer in front (plus one held by
+        a blocked station upstream) and places behind (plus one for a starved station
+        downstream), judged on row k - 1 (only this station takes from the buffer in front
+        and fills the one behind, so neither gets worse before its completions). A part that
+        starts at a completion is tracked only when it surely started there: the j-th
+        completion of an interval needs j; the decision never depends on the part's own time,
+        so tracking does not bias the processing times, and they are not lengthened by a wait
+        shorter than the log interval."""
         lev = e.buffer_level[:-1]
         st = e.status[:-1]
         t = lev.shape[0]
         n = self.spec.n_stations
-        avail = np.full((t, n), 2, dtype=np.int64)
-        room = np.full((t, n), 2, dtype=np.int64)
+        big = np.iinfo(np.int64).max // 4
+        avail = np.full((t, n), big, dtype=np.int64)
+        room = np.full((t, n), big, dtype=np.int64)
         if n > 1:
             avail[:, 1:] = lev + (st[:, :-1] == L.BLOCKED)
             room[:, :-1] = self._capacity[None, :] - lev + (st[:, 1:] == L.STARVED)
-        return (avail >= 2) & (room >= 2)
+        return np.minimum(avail, room)
 
     def _intervals(
         self,
@@ -282,13 +285,14 @@ class LogScan:
             first = np.r_[True, jj[1:] != jj[:-1]]
             prev_tick = np.where(first, self._last_event_tick[jj], np.r_[0, ticks[:-1]])
             prev_brk = np.where(first, self._last_event_break[jj], np.r_[0, cev[:-1]])
-            fr = free[tt, jj]
+            m = inc[tt, jj]
+            fr = free[tt, jj] >= m  # the part started at the last completion is tracked
             prev_free = np.where(first, self._last_event_ok[jj], np.r_[False, fr[:-1]])
             ok = (prev_tick >= 0) & (cev == prev_brk) & prev_free
             d = ticks - prev_tick
             lev = level[tt, jj]
-            # parts finished within the same interval: length 0
-            extra = np.where(fr, inc[tt, jj] - 1, 0)
+            # parts started and finished within the interval (length 0), tracked as above
+            extra = np.minimum(m - 1, np.maximum(free[tt, jj], 0))
             keys_j = np.r_[jj[ok], np.repeat(jj, extra)]
             keys_d = np.r_[d[ok], np.zeros(int(extra.sum()), dtype=np.int64)]
             keys_l = np.r_[lev[ok], np.repeat(lev, extra)]
