@@ -263,7 +263,10 @@ class Twin:
         `scenario` names the snapshot scenario every fork starts from, or gives one source
         scenario per fork (a sequence of length `n_scenarios`). Each fork gets fresh random
         streams from `rng`/`seed` (so the forks differ); forking twice with the same seed gives
-        the same streams (common random numbers).
+        the same streams (common random numbers). Memoryless clocks are redrawn (exact in law);
+        the remaining times of non-memoryless ones (deterministic, gamma and lognormal parts,
+        lognormal repairs) and the busy age of Weibull stations are state and are kept
+        (`twin.state.redraw_memoryless`).
         """
         source = np.broadcast_to(np.asarray(scenario, dtype=np.int64), (n_scenarios,))
         bad = (source < 0) | (source >= snapshot.n_scenarios)

@@ -103,12 +103,18 @@ def test_lognormal_repairs_have_mean_mttr():
         repair_law="lognormal",
         repair_cv=1.5,
     )
-    start, end = counts(spec, 512, 20.0)
+    start, end = counts(spec, 4096, 5.0)
     fails = (end.failures - start.failures)[:, 0].sum()
     down = (end.status_time_s - start.status_time_s)[:, 0, L.DOWN].sum()
-    # Each scenario's window cuts at most two repairs; 1.5 cv over ~100k repairs: SE ~0.5 %.
+    # Each scenario's window cuts at most two repairs; 1.5 cv over ~200k repairs: SE ~0.4 %.
     assert down / fails == pytest.approx(120.0, rel=0.03)
     assert_conserved(end)
+    # The spread: a repair in progress at a fixed time is length-biased, so what is left of it
+    # has mean E[R²] / (2 E[R]) = mttr * (1 + cv²) / 2 (195 s here; 120 s if exponential).
+    left = end.state.fstate[end.status[:, 0] == L.DOWN, 0, L.F_TREPAIR] - end.time_s
+    se = left.std(ddof=1) / math.sqrt(left.size)
+    assert left.size > 500
+    assert abs(left.mean() - 120.0 * (1 + 1.5**2) / 2) < 4 * se, (left.mean(), se)
 
 
 def test_each_part_draws_the_same_numbers_whatever_the_speed():
