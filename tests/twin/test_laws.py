@@ -183,3 +183,19 @@ def test_forks_of_aged_weibull_stations_continue_in_law():
     assert abs(fa.mean() - fb.mean()) < 4 * se, (fa.mean(), fb.mean(), se)
     # A fork that forgot the age would fail about (1.5^4 - 0.5^4)/(2.5^4 - 1.5^4) ~ 15 % as often.
     assert fb.mean() > 0.1
+
+
+def test_set_wear_ages_weibull_stations_to_match():
+    spec = bundled_spec("varied")
+    twin = Twin(spec, 2, seed=1, setpoints={"mill": {"speed": 1.2}})
+    twin.step(60.0)  # the speed is in force
+    wear = np.full((2, spec.n_stations), 0.5)
+    twin.set_wear(wear)
+    fs = twin.snapshot().state.fstate
+    p = twin.params.params
+    weibull = p[:, L.P_FAIL_LAW] == L.LAW_WEIBULL
+    mill = spec.station_index("mill")
+    assert weibull[mill] and not weibull.all()
+    np.testing.assert_allclose(fs[:, mill, L.F_AGE], 1800.0 / 1.2**2.5)
+    np.testing.assert_allclose(fs[:, weibull, L.F_WEAR], 0.5)
+    assert (fs[:, ~weibull, L.F_AGE] < 70.0).all()  # left alone: at most the minute it ran
