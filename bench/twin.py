@@ -2,7 +2,8 @@
 
     python bench/twin.py [--quick]
 
-For the two-station line and the bundled example line, in one process: station-operations
+For the two-station line, the bundled example line and the varied line (gamma and lognormal
+processing, Weibull failures, lognormal repairs), in one process: station-operations
 (parts finished by any station, scrapped ones included) per wall-clock second of (a) the SimPy
 reference model `bench/simpy_line.py`, (b) the twin with one scenario, one `advance` call
 after warm-up calls that compile and calibrate it, (c) the twin with 4096 scenarios on the
@@ -44,7 +45,7 @@ from linetwin.twin import Twin, bundled_spec  # noqa: E402
 from linetwin.twin.spec import LineSpec  # noqa: E402
 
 BATCH = 4096
-LINES = ("two-station", "example")
+LINES = ("two-station", "example", "varied")  # varied: gamma, lognormal, Weibull laws
 
 
 def load_by_path(name: str, path: Path) -> ModuleType:

@@ -103,12 +103,18 @@ def test_lognormal_repairs_have_mean_mttr():
         repair_law="lognormal",
         repair_cv=1.5,
     )
-    start, end = counts(spec, 512, 20.0)
+    start, end = counts(spec, 4096, 5.0)
     fails = (end.failures - start.failures)[:, 0].sum()
     down = (end.status_time_s - start.status_time_s)[:, 0, L.DOWN].sum()
-    # Each scenario's window cuts at most two repairs; 1.5 cv over ~100k repairs: SE ~0.5 %.
+    # Each scenario's window cuts at most two repairs; 1.5 cv over ~200k repairs: SE ~0.4 %.
     assert down / fails == pytest.approx(120.0, rel=0.03)
     assert_conserved(end)
+    # The spread: a repair in progress at a fixed time is length-biased, so what is left of it
+    # has mean E[R²] / (2 E[R]) = mttr * (1 + cv²) / 2 (195 s here; 120 s if exponential).
+    left = end.state.fstate[end.status[:, 0] == L.DOWN, 0, L.F_TREPAIR] - end.time_s
+    se = left.std(ddof=1) / math.sqrt(left.size)
+    assert left.size > 500
+    assert abs(left.mean() - 120.0 * (1 + 1.5**2) / 2) < 4 * se, (left.mean(), se)
 
 
 def test_each_part_draws_the_same_numbers_whatever_the_speed():
@@ -177,3 +183,19 @@ def test_forks_of_aged_weibull_stations_continue_in_law():
     assert abs(fa.mean() - fb.mean()) < 4 * se, (fa.mean(), fb.mean(), se)
     # A fork that forgot the age would fail about (1.5^4 - 0.5^4)/(2.5^4 - 1.5^4) ~ 15 % as often.
     assert fb.mean() > 0.1
+
+
+def test_set_wear_ages_weibull_stations_to_match():
+    spec = bundled_spec("varied")
+    twin = Twin(spec, 2, seed=1, setpoints={"mill": {"speed": 1.2}})
+    twin.step(60.0)  # the speed is in force
+    wear = np.full((2, spec.n_stations), 0.5)
+    twin.set_wear(wear)
+    fs = twin.snapshot().state.fstate
+    p = twin.params.params
+    weibull = p[:, L.P_FAIL_LAW] == L.LAW_WEIBULL
+    mill = spec.station_index("mill")
+    assert weibull[mill] and not weibull.all()
+    np.testing.assert_allclose(fs[:, mill, L.F_AGE], 1800.0 / 1.2**2.5)
+    np.testing.assert_allclose(fs[:, weibull, L.F_WEAR], 0.5)
+    assert (fs[:, ~weibull, L.F_AGE] < 70.0).all()  # left alone: at most the minute it ran
