@@ -407,3 +407,15 @@ def test_interval_probabilities_of_every_law_sum_to_one(
     assert (p >= -1e-12).all()
     assert p.sum() == pytest.approx(1.0, abs=2e-3)
     assert (d * p).sum() == pytest.approx(mean / v, rel=2e-2, abs=2e-2)
+
+
+def test_kaplan_meier_matches_the_empirical_survival_without_censoring() -> None:
+    from linetwin.twin.calibrate.report import kaplan_meier
+
+    life = Lifetimes(np.zeros(4), np.array([1.0, 2.0, 2.0, 5.0]), np.ones(4, dtype=bool))
+    t, s = kaplan_meier(life)
+    np.testing.assert_allclose(t, [1.0, 2.0, 5.0])
+    np.testing.assert_allclose(s, [0.75, 0.25, 0.0])
+    censored = Lifetimes(np.zeros(3), np.array([1.0, 3.0, 4.0]), np.array([True, False, True]))
+    t, s = kaplan_meier(censored)
+    np.testing.assert_allclose(s, [2 / 3, 0.0])  # the censored one leaves the risk set

@@ -29,7 +29,7 @@ Estimators (s: speed setpoint, nominal: its nominal value):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,7 @@ class StationFit:
     laws: list[LawChoice]
     updates: dict[str, Any]
     intervals: IntervalData | None = None
+    lifetimes: dict[str, Lifetimes] = field(default_factory=dict)  # "failures", "repairs"
 
 
 def _num(x: float | None) -> float | None:
@@ -118,6 +119,7 @@ class _Fitter:
         self.choices: list[LawChoice] = []
         self.updates: dict[str, Any] = {}
         self.intervals: IntervalData | None = None
+        self.lifetimes: dict[str, Lifetimes] = {}
 
     def fitted(
         self,
@@ -242,6 +244,7 @@ class _Fitter:
             np.array(seg.start[self.j]), np.array(seg.end[self.j]),
             np.array(seg.event[self.j], dtype=bool),
         )  # fmt: skip
+        self.lifetimes["failures"] = life
         r = life.n_events
         hours = life.exposure / 3600.0 if life.start.size else 0.0
         if r < MIN_FAILURES:
@@ -295,6 +298,7 @@ class _Fitter:
             np.array(seg.start[self.j]), np.array(seg.end[self.j]),
             np.array(seg.event[self.j], dtype=bool),
         )  # fmt: skip
+        self.lifetimes["repairs"] = life
         r = life.n_events
         st = self.st
         if r < MIN_FAILURES:
@@ -493,7 +497,7 @@ def fit_station(scan: LogScan, j: int, laws: dict[str, tuple[str, ...]]) -> Stat
     f.scrap()
     f.energy()
     f.thermal()
-    return StationFit(f.params, f.choices, f.updates, f.intervals)
+    return StationFit(f.params, f.choices, f.updates, f.intervals, f.lifetimes)
 
 
 def _pair_failures(f: _Fitter) -> None:

@@ -4,7 +4,8 @@ Sections: the summary and the validation coverage; held-out KPIs with the fitted
 skeleton twin's 95% intervals against the plant (a plot and a table); per-station shares and
 buffer levels (table); every parameter with its value, interval, source and reason; the law
 choices with each candidate's AIC; per station, the empirical distribution of processing
-intervals against the fitted law's (the same smoothing by the log interval applied).
+intervals against the fitted law's (the same smoothing by the log interval applied), and the
+Kaplan-Meier survival of busy times to failure and of repair times against the fitted laws.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from linetwin.twin.calibrate.errors import CalibrationError
-from linetwin.twin.calibrate.laws import CONTAMINATION, IntervalData, _smoothed
+from linetwin.twin.calibrate.laws import CONTAMINATION, IntervalData, Lifetimes, _smoothed
+from linetwin.twin.calibrate.numeric import norm_sf
 
 if TYPE_CHECKING:
     from linetwin.twin.calibrate.run import Calibration
@@ -76,6 +78,19 @@ def write_report(path: str | os.PathLike[str], result: Calibration) -> None:
             parts.append(_img(_interval_plot(name, f.intervals, law.processing, law, s)))
         if len(plots) > MAX_PLOTS:
             parts.append(f"<p class=muted>{len(plots) - MAX_PLOTS} more stations not drawn.</p>")
+    lives = [
+        (name, f.lifetimes)
+        for name, f in result.stations.items()
+        if any(life.n_events >= 3 for life in f.lifetimes.values())
+    ]
+    if lives:
+        parts.append(
+            "<h2>Busy time to failure and repair time: log (Kaplan-Meier) against the fitted "
+            "law</h2>"
+        )
+        for name, lt in lives[:MAX_PLOTS]:
+            st = result.spec.stations[result.spec.station_index(name)]
+            parts.append(_img(_survival_plot(name, lt, st)))
     parts.append("</html>\n")
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp")
@@ -238,4 +253,58 @@ def _interval_plot(
     ax.set_ylabel("share")
     ax.set_title(name, fontsize=10)
     ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def kaplan_meier(life: Lifetimes) -> tuple[np.ndarray, np.ndarray]:
+    """The product-limit estimate of the survival function with censoring and left
+    truncation: event times `(k,)` and the survival just after each `(k,)`."""
+    times = np.unique(life.end[life.event])
+    surv = np.ones(times.size)
+    s = 1.0
+    for i, t in enumerate(times):
+        at_risk = int(((life.start < t) & (life.end >= t)).sum())
+        deaths = int(((life.end == t) & life.event).sum())
+        if at_risk:
+            s *= 1.0 - deaths / at_risk
+        surv[i] = s
+    return times, surv
+
+
+def _law_survival(t: np.ndarray, law: str, mean: float, shape: float | None) -> np.ndarray:
+    if law == "weibull" and shape:
+        eta = mean / math.gamma(1.0 + 1.0 / shape)
+        return np.exp(-((t / eta) ** shape))
+    if law == "lognormal" and shape:
+        sig = math.sqrt(math.log1p(shape * shape))
+        mu = math.log(mean) - 0.5 * sig * sig
+        return norm_sf((np.log(np.maximum(t, 1e-12)) - mu) / sig)
+    return np.exp(-t / mean)
+
+
+def _survival_plot(name: str, lifetimes: dict[str, Lifetimes], st: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 2.6))
+    spec_of = {
+        "failures": ("busy time to failure, s", getattr(st, "failure_law", "exponential"),
+                     st.mtbf_s, getattr(st, "failure_shape", None)),
+        "repairs": ("repair time, s", getattr(st, "repair_law", "exponential"), st.mttr_s,
+                    getattr(st, "repair_cv", None)),
+    }  # fmt: skip
+    for ax, key in zip(axes, ("failures", "repairs"), strict=True):
+        label, law, mean, shape = spec_of[key]
+        life = lifetimes.get(key)
+        ax.set_xlabel(label)
+        if life is None or life.n_events == 0 or mean is None:
+            ax.text(0.5, 0.5, "no events", ha="center", transform=ax.transAxes)
+            continue
+        t, s = kaplan_meier(life)
+        ax.step(np.r_[0.0, t], np.r_[1.0, s], where="post", color="#8a8f98", label="log")
+        grid = np.linspace(0.0, float(life.end.max()), 200)
+        ax.plot(grid, _law_survival(grid, law, mean, shape), color="#1f6fb2", label=law)
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("share surviving")
+    fig.suptitle(name, fontsize=10)
     return _png(fig)
