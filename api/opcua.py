@@ -300,6 +300,8 @@ class OpcUaConnector:
                 raise OpcUaMappingError(
                     f"{self.mapping.source}: key 'security.{key}' = '{path}': no such file"
                 )
+        trusted = der_from_x509(await load_certificate(str(sec.server_certificate)))
+        await self._check_server_certificate(client, trusted, sec.mode)
         await client.set_security(
             SecurityPolicyBasic256Sha256,
             certificate=str(sec.certificate),
@@ -307,7 +309,6 @@ class OpcUaConnector:
             server_certificate=str(sec.server_certificate),
             mode=getattr(ua.MessageSecurityMode, sec.mode),
         )
-        trusted = der_from_x509(await load_certificate(str(sec.server_certificate)))
         source = self.mapping.source
 
         async def validate(cert: Any, _description: Any) -> None:
@@ -318,6 +319,28 @@ class OpcUaConnector:
                 )
 
         client.certificate_validator = validate
+
+    async def _check_server_certificate(self, client: Any, trusted: bytes, mode: str) -> None:
+        """Ask the server for its endpoints (unsecured discovery, as OPC UA allows) and refuse
+        to go on unless it offers Basic256Sha256 in `mode` with the certificate we trust:
+        a server with another certificate could not even read our secured requests."""
+        from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+        endpoints = await client.connect_and_get_server_endpoints()
+        uri = SecurityPolicyBasic256Sha256.URI
+        offered = [ep for ep in endpoints if ep.SecurityPolicyUri == uri]
+        if not any(ep.SecurityMode.name == mode for ep in offered):
+            raise OpcUaCertificateError(
+                f"{self.mapping.endpoint}: the server offers no Basic256Sha256 endpoint in "
+                f"mode {mode} (security.mode in {self.mapping.source})"
+            )
+        if not any((ep.ServerCertificate or b"")[: len(trusted)] == trusted for ep in offered):
+            sec = self.mapping.security
+            raise OpcUaCertificateError(
+                f"{self.mapping.endpoint}: the server's certificate is not the one "
+                f"security.server_certificate names ({sec.server_certificate}): refusing to "
+                "connect (replace that file with the server's certificate if it changed)"
+            )
 
     def _sample(self, nid: str, dv: Any) -> None:
         value = dv.Value.Value if dv.Value is not None else None

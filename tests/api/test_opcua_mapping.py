@@ -58,7 +58,7 @@ def test_the_example_file_is_the_template_and_loads(spec: LineSpec) -> None:
 def test_password_comes_from_the_environment(spec: LineSpec, data: dict[str, Any]) -> None:
     m = parse_mapping(data, spec)
     assert m.security.password({"LINETWIN_OPCUA_PASSWORD": "s3cret"}) == "s3cret"
-    with pytest.raises(OpcUaMappingError, match="LINETWIN_OPCUA_PASSWORD.*not set"):
+    with pytest.raises(OpcUaMappingError, match=r"LINETWIN_OPCUA_PASSWORD.*not set"):
         m.security.password({})
     data["security"]["password"] = "s3cret"
     msg = bad(data, spec)
@@ -144,7 +144,7 @@ def test_paths_are_relative_to_the_file(spec: LineSpec, tmp_path: Path) -> None:
     path.write_text(mapping_toml(spec), encoding="utf-8")
     assert load_mapping(path, spec).security.private_key == path.parent / "certs/client-key.pem"
     path.write_text("line = [", encoding="utf-8")
-    with pytest.raises(OpcUaMappingError, match="line.toml: not a valid TOML file"):
+    with pytest.raises(OpcUaMappingError, match=r"line\.toml: not a valid TOML file"):
         load_mapping(path, spec)
 
 
