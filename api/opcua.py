@@ -239,9 +239,7 @@ class OpcUaConnector:
                     failed_attempts=attempt,
                     next_retry_s=delay,
                 )
-                _log.warning(
-                    "OPC UA %s: %s; retrying in %.2f s", self.mapping.endpoint, message, delay
-                )
+                _log.warning("OPC UA: %s; retrying in %.2f s", message, delay)
                 self._first.set()
                 self._flush()
                 await sleep_unless(self._stop, delay)
@@ -448,7 +446,7 @@ class OpcUaConnector:
         if str(mode) != "closed":
             self._count("writes_refused")
             return WriteOutcome({}, refused=f"mode {str(mode)!r}: only closed mode writes")
-        problem = self._check(setpoints)
+        _, problem = self._plan(setpoints)
         if problem is not None:
             self._count("writes_refused")
             return WriteOutcome({}, refused=problem)
@@ -464,47 +462,53 @@ class OpcUaConnector:
             self._count("writes_failed")
             return WriteOutcome({}, refused=f"write failed: {exc!r}")
 
-    def _check(self, setpoints: Mapping[str, Mapping[str, float]]) -> str | None:
-        """Return why `setpoints` may not go to the plant, or None."""
+    def _plan(
+        self, setpoints: Mapping[str, Mapping[str, float]]
+    ) -> tuple[list[tuple[str, str, float]], str | None]:
+        """Read `setpoints` once into `(station, setpoint, value)`; say why they may not go to
+        the plant (None: all finite, known and inside the line spec's limits)."""
         if not isinstance(setpoints, Mapping):
-            return f"expected {{station: {{setpoint: value}}}}, got {type(setpoints).__name__}"
+            return [], f"expected {{station: {{setpoint: value}}}}, got {type(setpoints).__name__}"
+        plan: list[tuple[str, str, float]] = []
         for station, per in setpoints.items():
             if not isinstance(per, Mapping):
-                return f"{station}: expected {{setpoint: value}}, got {type(per).__name__}"
+                return [], f"{station}: expected {{setpoint: value}}, got {type(per).__name__}"
             for name, value in per.items():
                 limits = self._limits.get((station, name))
                 if limits is None:
-                    return f"{station}.{name}: no such setpoint on line {self.spec.name!r}"
+                    return [], f"{station}.{name}: no such setpoint on line {self.spec.name!r}"
                 ok = isinstance(value, int | float | np.floating | np.integer)
                 if not ok or isinstance(value, bool) or not math.isfinite(float(value)):
-                    return f"{station}.{name} = {value!r}: not a finite number"
-                if not limits[0] <= float(value) <= limits[1]:
-                    return (
-                        f"{station}.{name} = {float(value)!r} is outside the line spec's "
+                    return [], f"{station}.{name} = {value!r}: not a finite number"
+                v = float(value)
+                if not limits[0] <= v <= limits[1]:
+                    return [], (
+                        f"{station}.{name} = {v!r} is outside the line spec's "
                         f"limits [{limits[0]}, {limits[1]}]"
                     )
-        return None
+                plan.append((station, name, v))
+        return plan, None
 
     async def _write(self, setpoints: Mapping[str, Mapping[str, float]]) -> WriteOutcome:
         client = self._client
         if client is None:
             self._count("writes_failed")
             return WriteOutcome({}, refused=f"not connected ({self.stale_reason()})")
-        problem = self._check(setpoints)  # again, on the values about to be sent
+        # Checked again here, right before the wire, and what is sent is what was checked.
+        plan, problem = self._plan(setpoints)
         if problem is not None:
             self._count("writes_refused")
             return WriteOutcome({}, refused=problem)
         nodes, values, skipped = [], [], []
         written: dict[str, dict[str, float]] = {}
-        for station, per in setpoints.items():
-            for name, value in per.items():
-                target = self.mapping.setpoints.get(station, {}).get(name)
-                if target is None:
-                    skipped.append(f"{station}.{name}")
-                    continue
-                nodes.append(client.get_node(target.node_id))
-                values.append(float(value))
-                written.setdefault(station, {})[name] = float(value)
+        for station, name, value in plan:
+            target = self.mapping.setpoints.get(station, {}).get(name)
+            if target is None:
+                skipped.append(f"{station}.{name}")
+                continue
+            nodes.append(client.get_node(target.node_id))
+            values.append(value)
+            written.setdefault(station, {})[name] = value
         if nodes:
             try:
                 await client.write_values(nodes, values)

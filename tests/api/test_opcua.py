@@ -13,6 +13,7 @@ import socket
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
+from csv import DictWriter
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,15 @@ import pytest
 
 from linetwin.api.opcua import OpcUaConnector
 from linetwin.api.opcua_certs import demo_certificates, write_certificate
-from linetwin.api.opcua_errors import OpcUaAuthError, OpcUaCertificateError
+from linetwin.api.opcua_errors import (
+    OpcUaAuthError,
+    OpcUaCertificateError,
+    OpcUaConnectionError,
+)
 from linetwin.api.opcua_mapping import OpcUaMapping, parse_mapping
 from linetwin.api.opcua_server import PlantServer, column_values, serve_opcua
 from linetwin.api.opcua_template import mapping_toml
+from linetwin.replay.importer import import_csv
 from linetwin.twin import Twin, bundled_spec
 from linetwin.twin.layout import STATUS_NAMES
 from linetwin.twin.realtime import RealtimeTwin
@@ -142,7 +148,7 @@ def expect_row(row: dict[str, Any], spec: LineSpec, snap: Snapshot) -> None:
 
 
 @pytest.mark.parametrize("mode", ["subscription", "polling"])
-def test_rows_match_the_twin(plant: Plant, connect: Any, mode: str) -> None:
+def test_rows_match_the_twin(plant: Plant, connect: Any, mode: str, tmp_path: Path) -> None:
     connector, rows = connect(plant.mapping(**{"read.mode": mode}))
     assert connector.status.state == "connected" and connector.stale_reason() is None
     for _ in range(3):
@@ -153,6 +159,14 @@ def test_rows_match_the_twin(plant: Plant, connect: Any, mode: str) -> None:
     assert times == sorted(set(times))
     assert set(rows[-1]) == {"time_s", *plant.mapping().columns}
     assert connector.status.rows_delivered == len(rows)
+    # The rows are in the plant-log layout: the CSV importer takes them as they are.
+    csv = tmp_path / "rows.csv"
+    with csv.open("w", newline="") as f:
+        writer = DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    summary = import_csv(csv, plant.spec, tmp_path / "rows.parquet")
+    assert summary.n_rows == len(rows) and summary.last_time_s == rows[-1]["time_s"]
 
 
 def test_closed_mode_writes_reach_the_twin(plant: Plant, connect: Any) -> None:
@@ -299,3 +313,13 @@ def test_an_untrusted_server_certificate_is_a_clear_error(plant: Plant, connect:
     mapping = plant.mapping(**{"security.server_certificate": str(rogue)})
     with pytest.raises(OpcUaCertificateError, match="server"):
         connect(mapping)
+
+
+def test_an_unreachable_server_is_a_clear_error(plant: Plant) -> None:
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/linetwin/"
+    mapping = plant.mapping(**{"server.endpoint": endpoint})
+    connector = OpcUaConnector(plant.spec, mapping, list, rng=np.random.default_rng(2), environ=ENV)
+    with pytest.raises(OpcUaConnectionError, match=r"127\.0\.0\.1.*no connection within 1\.0 s"):
+        connector.start(wait_s=1.0)
+    assert connector.status.state == "stopped" and connector.status.failed_attempts >= 2
+    assert "stopped" in str(connector.stale_reason())

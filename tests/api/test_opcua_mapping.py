@@ -199,3 +199,9 @@ def test_backoff_grows_until_the_cap() -> None:
     delays = [backoff_delay(k, 0.5, 8.0, rng) for k in range(8)]
     assert delays[0] < 0.5 and delays[3] >= 2.0 and max(delays) <= 8.0
     assert all(d >= 4.0 for d in delays[4:])
+
+
+def test_the_docs_show_the_whole_example_file() -> None:
+    doc = (DOCS / "opcua.md").read_text(encoding="utf-8")
+    example = (DOCS / "opcua-example.toml").read_text(encoding="utf-8")
+    assert f"```toml\n{example}```\n" in doc
