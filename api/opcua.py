@@ -19,6 +19,7 @@ connected / reconnecting, the last error, rows delivered and writes done / refus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -125,6 +126,7 @@ class OpcUaConnector:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._stopping = threading.Event()
         self._client: Any = None
         self._first = threading.Event()
         self._samples: dict[str, Sample] = {}
@@ -179,6 +181,8 @@ class OpcUaConnector:
             raise OpcUaError("the OPC UA connector is already running")
         self._first.clear()
         self._set(state="connecting")
+        self._stopping.clear()
+        self._loop = self._stop = None
         self._thread = threading.Thread(
             target=lambda: asyncio.run(self._main()), name="linetwin-opcua-client", daemon=True
         )
@@ -202,8 +206,11 @@ class OpcUaConnector:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Disconnect, deliver the rows still pending and stop the thread."""
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        self._stopping.set()
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                loop.call_soon_threadsafe(stop.set)
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
@@ -211,8 +218,10 @@ class OpcUaConnector:
         self._set(state="stopped", next_retry_s=None)
 
     async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._stopping.is_set():  # stop() came before the loop existed
+            self._stop.set()
         attempt = 0
         while not self._stop.is_set():
             try:

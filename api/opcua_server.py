@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -132,6 +133,7 @@ class PlantServer:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._stopping = threading.Event()
         self._sub: Subscription | None = None
 
     # --- lifecycle (any thread) ---------------------------------------------------------
@@ -142,6 +144,8 @@ class PlantServer:
             raise OpcUaError("the OPC UA server is already running")
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._sub = self.twin.subscribe(maxsize=4)
+        self._stopping.clear()
+        self._loop = self._stop = None
         self._thread = threading.Thread(
             target=lambda: asyncio.run(self._main(ready)),
             name="linetwin-opcua-server",
@@ -159,8 +163,11 @@ class PlantServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and close the port (clients lose their connection)."""
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        self._stopping.set()
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                loop.call_soon_threadsafe(stop.set)
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
@@ -182,8 +189,10 @@ class PlantServer:
     # --- the server (its own loop) ------------------------------------------------------
 
     async def _main(self, ready: concurrent.futures.Future[None]) -> None:
-        self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._stopping.is_set():  # stop() came before the loop existed
+            self._stop.set()
         try:
             server, nodes = await self._build()
             await server.start()
