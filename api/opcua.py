@@ -25,7 +25,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,65 +35,25 @@ from linetwin.api.opcua_errors import (
     OpcUaAuthError,
     OpcUaCertificateError,
     OpcUaConnectionError,
-    classify,
+    OpcUaError,
+    OpcUaMappingError,
 )
-from linetwin.api.opcua_mapping import OpcUaError, OpcUaMapping, OpcUaMappingError
+from linetwin.api.opcua_mapping import OpcUaMapping
 from linetwin.api.opcua_rows import IncompleteRowError, Sample, build_row, sleep_unless
+from linetwin.api.opcua_security import classify, secure
+from linetwin.api.opcua_status import (
+    ConnectorStatus,
+    WriteOutcome,
+    backoff_delay,
+    plan_writes,
+)
 from linetwin.twin.spec import SETPOINT_NAMES, LineSpec
 
 _log = logging.getLogger(__name__)
 
 RowsCallback = Callable[[list[dict[str, Any]]], Any]
 
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: np.random.Generator) -> float:
-    """Return the wait before reconnect `attempt` (0-based), in s.
-
-    `min(max_s, initial_s * 2**attempt)` scaled by a uniform draw in [0.5, 1): never above
-    `max_s`, never below half of the capped exponential (so clients spread out).
-    """
-    base = min(max_s, initial_s * 2.0 ** min(attempt, 60))
-    return float(base * rng.uniform(0.5, 1.0))
-
-
-@dataclass(frozen=True)
-class ConnectorStatus:
-    """What the connector is doing. Times in s; `state` is stopped, connecting, connected or
-    reconnecting; `error_kind` auth, certificate, connection or config."""
-
-    state: str
-    endpoint: str
-    last_error: str | None = None
-    error_kind: str | None = None
-    failed_attempts: int = 0
-    next_retry_s: float | None = None
-    rows_delivered: int = 0
-    rows_incomplete: int = 0
-    rows_rejected: int = 0
-    last_row_time_s: float | None = None
-    incomplete_reason: str | None = None
-    writes_done: int = 0
-    writes_refused: int = 0
-    writes_failed: int = 0
-
-
-@dataclass(frozen=True)
-class WriteOutcome:
-    """The result of one `write_setpoints` call.
-
-    `written` is what reached the plant `{station: {setpoint: value}}`; `refused` says why
-    nothing was written (None when the write went through); `skipped` names setpoints the
-    mapping has no writable node for.
-    """
-
-    written: dict[str, dict[str, float]]
-    refused: str | None = None
-    skipped: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        """Whether the values went to the plant."""
-        return self.refused is None
+__all__ = ["ConnectorStatus", "OpcUaConnector", "RowsCallback", "WriteOutcome", "backoff_delay"]
 
 
 class OpcUaConnector:
@@ -264,7 +224,7 @@ class OpcUaConnector:
         client.application_uri = m.security.application_uri
         client.session_timeout = 600_000  # ms; asyncua's server caps it there
         client.name = client.description = "linetwin OPC UA connector"
-        await self._secure(client)
+        await secure(client, self.mapping, self._environ)
         await client.connect()
         try:
             self._client = client
@@ -283,71 +243,6 @@ class OpcUaConnector:
                 await asyncio.wait_for(client.disconnect(), 2.0)
             except Exception:  # the connection may already be gone
                 _log.debug("OPC UA disconnect failed", exc_info=True)
-
-    async def _secure(self, client: Any) -> None:
-        from asyncua import ua
-        from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-        from asyncua.crypto.uacrypto import der_from_x509, load_certificate
-
-        sec = self.mapping.security
-        if sec.username is not None:
-            client.set_user(sec.username)
-            password = sec.password(self._environ)
-            if password is not None:
-                client.set_password(password)
-        if sec.policy == "None":
-            return
-        assert sec.certificate and sec.private_key and sec.server_certificate
-        for key, path in (
-            ("certificate", sec.certificate),
-            ("private_key", sec.private_key),
-            ("server_certificate", sec.server_certificate),
-        ):
-            if not path.is_file():
-                raise OpcUaMappingError(
-                    f"{self.mapping.source}: key 'security.{key}' = '{path}': no such file"
-                )
-        trusted = der_from_x509(await load_certificate(str(sec.server_certificate)))
-        await self._check_server_certificate(client, trusted, sec.mode)
-        await client.set_security(
-            SecurityPolicyBasic256Sha256,
-            certificate=str(sec.certificate),
-            private_key=str(sec.private_key),
-            server_certificate=str(sec.server_certificate),
-            mode=getattr(ua.MessageSecurityMode, sec.mode),
-        )
-        source = self.mapping.source
-
-        async def validate(cert: Any, _description: Any) -> None:
-            if der_from_x509(cert) != trusted:
-                raise OpcUaCertificateError(
-                    f"{source}: the server's certificate is not the one "
-                    f"security.server_certificate names ({sec.server_certificate})"
-                )
-
-        client.certificate_validator = validate
-
-    async def _check_server_certificate(self, client: Any, trusted: bytes, mode: str) -> None:
-        """Ask the server for its endpoints (unsecured discovery, as OPC UA allows) and refuse
-        to go on unless it offers Basic256Sha256 in `mode` with the certificate we trust:
-        a server with another certificate could not even read our secured requests."""
-        from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-
-        endpoints = await client.connect_and_get_server_endpoints()
-        uri = SecurityPolicyBasic256Sha256.URI
-        offered = [ep for ep in endpoints if ep.SecurityPolicyUri == uri]
-        if not any(ep.SecurityMode.name == mode for ep in offered):
-            raise OpcUaCertificateError(
-                f"{self.mapping.endpoint}: the server offers no Basic256Sha256 endpoint in "
-                f"mode {mode} (security.mode in {self.mapping.source})"
-            )
-        if not any((ep.ServerCertificate or b"")[: len(trusted)] == trusted for ep in offered):
-            sec = self.mapping.security
-            raise OpcUaCertificateError(
-                f"{self.mapping.endpoint}: the server's certificate is not the one "
-                f"security.server_certificate names ({sec.server_certificate}): refusing to "
-                "connect (replace that file with the server's certificate if it changed)"
-            )
 
     def _sample(self, nid: str, dv: Any) -> None:
         value = dv.Value.Value if dv.Value is not None else None
@@ -455,7 +350,7 @@ class OpcUaConnector:
         if str(mode) != "closed":
             self._count("writes_refused")
             return WriteOutcome({}, refused=f"mode {str(mode)!r}: only closed mode writes")
-        _, problem = self._plan(setpoints)
+        _, problem = plan_writes(self._limits, setpoints, self.spec.name)
         if problem is not None:
             self._count("writes_refused")
             return WriteOutcome({}, refused=problem)
@@ -471,40 +366,13 @@ class OpcUaConnector:
             self._count("writes_failed")
             return WriteOutcome({}, refused=f"write failed: {exc!r}")
 
-    def _plan(
-        self, setpoints: Mapping[str, Mapping[str, float]]
-    ) -> tuple[list[tuple[str, str, float]], str | None]:
-        """Read `setpoints` once into `(station, setpoint, value)`; say why they may not go to
-        the plant (None: all finite, known and inside the line spec's limits)."""
-        if not isinstance(setpoints, Mapping):
-            return [], f"expected {{station: {{setpoint: value}}}}, got {type(setpoints).__name__}"
-        plan: list[tuple[str, str, float]] = []
-        for station, per in setpoints.items():
-            if not isinstance(per, Mapping):
-                return [], f"{station}: expected {{setpoint: value}}, got {type(per).__name__}"
-            for name, value in per.items():
-                limits = self._limits.get((station, name))
-                if limits is None:
-                    return [], f"{station}.{name}: no such setpoint on line {self.spec.name!r}"
-                ok = isinstance(value, int | float | np.floating | np.integer)
-                if not ok or isinstance(value, bool) or not math.isfinite(float(value)):
-                    return [], f"{station}.{name} = {value!r}: not a finite number"
-                v = float(value)
-                if not limits[0] <= v <= limits[1]:
-                    return [], (
-                        f"{station}.{name} = {v!r} is outside the line spec's "
-                        f"limits [{limits[0]}, {limits[1]}]"
-                    )
-                plan.append((station, name, v))
-        return plan, None
-
     async def _write(self, setpoints: Mapping[str, Mapping[str, float]]) -> WriteOutcome:
         client = self._client
         if client is None:
             self._count("writes_failed")
             return WriteOutcome({}, refused=f"not connected ({self.stale_reason()})")
         # Checked again here, right before the wire, and what is sent is what was checked.
-        plan, problem = self._plan(setpoints)
+        plan, problem = plan_writes(self._limits, setpoints, self.spec.name)
         if problem is not None:
             self._count("writes_refused")
             return WriteOutcome({}, refused=problem)

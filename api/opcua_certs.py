@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from linetwin.api.opcua_mapping import OpcUaError
+from linetwin.api.opcua_errors import OpcUaError
 
 SERVER_URI = "urn:linetwin:opcua-plant"
 """Application URI of the emulator's server certificate."""

@@ -30,52 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from linetwin.api.opcua_mapping import OpcUaError, OpcUaMapping
+from linetwin.api.opcua_errors import OpcUaError
+from linetwin.api.opcua_mapping import OpcUaMapping
+from linetwin.api.opcua_nodes import add_nodes, column_values, trust_only
 from linetwin.api.opcua_rows import sleep_unless
-from linetwin.twin import layout as L
 from linetwin.twin.realtime import RealtimeTwin, Subscription
 from linetwin.twin.snapshot import Snapshot
 from linetwin.twin.spec import SETPOINT_NAMES, LineSpec
-
-_INT_FIELDS = {
-    "status",
-    "completed",
-    "scrapped",
-    "failures",
-    "buffer_level",
-    *("released", "good_out", "scrap_total"),
-}
-_READING_VALID = {"temperature_c": 0, "power_kw": 1, "vibration_mm_s": 2}
-
-
-def column_values(spec: LineSpec, snap: Snapshot) -> dict[str, tuple[float | int, bool]]:
-    """Return scenario 0 of `snap` as `{plant-log column: (value, good)}` for every column.
-
-    `good` is False for a sensor reading whose channel dropped out.
-    """
-    r = snap.readings
-    out: dict[str, tuple[float | int, bool]] = {
-        "released": (int(snap.released[0]), True),
-        "good_out": (int(snap.good_out[0]), True),
-        "scrap_total": (int(snap.scrap_total[0]), True),
-    }
-    n = spec.n_stations
-    for i, st in enumerate(spec.stations):
-        p = st.name + "."
-        out[p + "status"] = (int(snap.status[0, i]), True)
-        out[p + "speed"] = (float(snap.setpoints[0, i, L.S_SPEED]), True)
-        out[p + "temperature_setpoint_c"] = (float(snap.setpoints[0, i, L.S_TEMP]), True)
-        for name, k in _READING_VALID.items():
-            value = (r.temperature_c, r.power_kw, r.vibration_mm_s)[k][0, i]
-            out[p + name] = (float(value), bool(r.valid[0, i, k]))
-        out[p + "completed"] = (int(snap.completed[0, i]), True)
-        out[p + "scrapped"] = (int(snap.scrapped[0, i]), True)
-        out[p + "failures"] = (int(snap.failures[0, i]), True)
-        out[p + "energy_kwh"] = (float(snap.energy_kwh[0, i]), True)
-        out[p + "wear"] = (float(snap.wear[0, i]), True)
-        if i < n - 1:
-            out[p + "buffer_level"] = (int(snap.buffer_level[0, i]), True)
-    return out
 
 
 class PlantServer:
@@ -245,10 +206,11 @@ class PlantServer:
             await server.load_certificate(str(self._cert))
             await server.load_private_key(str(self._key))
             trusted = {der_from_x509(await load_certificate(p)) for p in self._trusted}
-            server.set_certificate_validator(_trust_only(trusted))
+            server.set_certificate_validator(trust_only(trusted))
         tokens: list[type] = [ua.UserNameIdentityToken if users else ua.AnonymousIdentityToken]
         server.set_identity_tokens(tokens)
-        nodes = await self._add_nodes(server)
+        nodes = await add_nodes(server, self.spec, self.mapping, set(self._write_nodes))
+        self._write_keys = {nodes[nid][0].to_string(): v for nid, v in self._write_nodes.items()}
         first = self.twin.latest if self.twin.latest is not None else self.twin.twin.snapshot()
         await self._publish(server, nodes, first)
         from asyncua.common.callback import CallbackType
@@ -256,33 +218,6 @@ class PlantServer:
         server.subscribe_server_callback(CallbackType.PreWrite, self._check_write)
         server.subscribe_server_callback(CallbackType.PostWrite, self._apply_write)
         return server, nodes
-
-    async def _add_nodes(self, server: Any) -> dict[str, tuple[Any, Any]]:
-        from asyncua import ua
-
-        ids = self.mapping.node_ids()
-        parsed = {nid: ua.NodeId.from_string(nid) for nid in ids}
-        self._write_keys = {parsed[nid].to_string(): v for nid, v in self._write_nodes.items()}
-        top = max((p.NamespaceIndex for p in parsed.values()), default=2)
-        idx = await server.register_namespace(self.mapping.namespace_uri)
-        while idx < top:
-            idx = await server.register_namespace(f"{self.mapping.namespace_uri}/{idx + 1}")
-        folder = await server.nodes.objects.add_folder(idx, self.spec.name)
-        column_of = {nid: col for col, nid in self.mapping.columns.items()}
-        nodes: dict[str, tuple[Any, Any]] = {}
-        for nid in ids:
-            col = column_of.get(nid)
-            fld = (col or "").rpartition(".")[2]
-            vtype = ua.VariantType.Int64 if fld in _INT_FIELDS else ua.VariantType.Double
-            if col is None or fld == "status":
-                vtype = ua.VariantType.Double if col is None else ua.VariantType.Int32
-            init = 0 if vtype != ua.VariantType.Double else 0.0
-            name = f"{parsed[nid].NamespaceIndex}:{col or nid.rpartition('=')[2]}"
-            node = await folder.add_variable(parsed[nid], name, init, vtype)
-            if nid in self._write_nodes:
-                await node.set_writable()
-            nodes[nid] = (parsed[nid], vtype)
-        return nodes
 
     async def _feed(self, server: Any, nodes: dict[str, tuple[Any, Any]]) -> None:
         assert self._stop is not None and self._sub is not None
@@ -355,19 +290,6 @@ class PlantServer:
             sp[i, k] = float(value)
         self.twin.set_setpoints(sp, source=f"OPC UA write to {self.endpoint}")
         self.writes_applied += 1
-
-
-def _trust_only(trusted: set[bytes]) -> Any:
-    """Return a certificate validator that accepts exactly the `trusted` DER certificates."""
-    from asyncua import ua
-    from asyncua.common.utils import ServiceError
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    async def validate(cert: Any, _description: Any) -> None:
-        if cert.public_bytes(Encoding.DER) not in trusted:
-            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
-
-    return validate
 
 
 def serve_opcua(

@@ -27,8 +27,9 @@ from linetwin.api.opcua_errors import (
     OpcUaCertificateError,
     OpcUaConnectionError,
 )
-from linetwin.api.opcua_mapping import OpcUaMapping, parse_mapping
-from linetwin.api.opcua_server import PlantServer, column_values, serve_opcua
+from linetwin.api.opcua_mapping import OpcUaMapping, OpcUaMappingError, parse_mapping
+from linetwin.api.opcua_nodes import column_values
+from linetwin.api.opcua_server import PlantServer, serve_opcua
 from linetwin.api.opcua_template import mapping_toml
 from linetwin.replay.importer import import_csv
 from linetwin.twin import Twin, bundled_spec
@@ -323,3 +324,17 @@ def test_an_unreachable_server_is_a_clear_error(plant: Plant) -> None:
         connector.start(wait_s=1.0)
     assert connector.status.state == "stopped" and connector.status.failed_attempts >= 2
     assert "stopped" in str(connector.stale_reason())
+
+
+def test_configuration_errors_stop_the_first_attempt(plant: Plant, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "client-cert.der"
+    for mapping, env, expected in (
+        (plant.mapping(**{"security.certificate": str(missing)}), ENV, "no such file"),
+        (plant.mapping(), {}, "LINETWIN_OPCUA_PASSWORD' is not set"),
+    ):
+        connector = OpcUaConnector(
+            plant.spec, mapping, list, rng=np.random.default_rng(3), environ=env
+        )
+        with pytest.raises(OpcUaMappingError, match=expected):
+            connector.start(wait_s=5.0)
+        assert connector.status.error_kind == "config"
