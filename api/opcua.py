@@ -5,7 +5,8 @@ asyncio loop, so a synchronous service can host it (`start()`, `stop()`). It con
 mapping's security (Basic256Sha256 with certificates, a user name and a password from the
 environment), reads the mapped nodes by subscription or by polling every `read.interval_s`,
 assembles one row per sampling instant in the plant-log layout (`api/opcua_rows.py` says how,
-`time_s` included) and hands batches of rows to `on_rows(rows)`, on the connector's thread.
+`time_s` included) and hands batches of rows to `on_rows(rows)`, in order, on a delivery
+thread of its own (so `on_rows` may block, and may call `write_setpoints`).
 
 `write_setpoints({station: {setpoint: value}}, mode)` writes published setpoints to the mapped
 nodes: only in closed mode (advisory and manual are refused and counted), and only values
@@ -25,6 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +89,7 @@ class OpcUaConnector:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stopping = threading.Event()
+        self._delivery: ThreadPoolExecutor | None = None
         self._client: Any = None
         self._first = threading.Event()
         self._samples: dict[str, Sample] = {}
@@ -143,6 +146,7 @@ class OpcUaConnector:
         self._set(state="connecting")
         self._stopping.clear()
         self._loop = self._stop = None
+        self._delivery = ThreadPoolExecutor(1, thread_name_prefix="linetwin-opcua-rows")
         self._thread = threading.Thread(
             target=lambda: asyncio.run(self._main()), name="linetwin-opcua-client", daemon=True
         )
@@ -173,7 +177,9 @@ class OpcUaConnector:
                 loop.call_soon_threadsafe(stop.set)
         if self._thread is not None:
             self._thread.join(timeout)
-        self._thread = None
+        if self._delivery is not None:
+            self._delivery.shutdown(wait=True)  # the last rows reach on_rows
+        self._thread = self._delivery = None
         self._loop = None
         self._set(state="stopped", next_retry_s=None)
 
@@ -323,13 +329,16 @@ class OpcUaConnector:
 
     def _flush(self) -> None:
         rows, self._pending = self._pending, []
-        if not rows:
-            return
+        if rows and self._delivery is not None:
+            self._delivery.submit(self._deliver, rows)
+
+    def _deliver(self, rows: list[dict[str, Any]]) -> None:
+        """Hand `rows` to `on_rows`, on the delivery thread (so it may call `write_setpoints`)."""
         try:
             self.on_rows(rows)
         except Exception as exc:
             self._count("rows_rejected", len(rows))
-            self._set(last_error=f"on_rows refused {len(rows)} rows: {exc}")
+            self._set(rows_error=f"on_rows refused {len(rows)} rows: {exc}")
             _log.warning("OPC UA rows refused by on_rows: %s", exc)
             return
         self._count("rows_delivered", len(rows))
@@ -355,6 +364,9 @@ class OpcUaConnector:
             self._count("writes_refused")
             return WriteOutcome({}, refused=problem)
         loop = self._loop
+        if threading.current_thread() is self._thread:
+            self._count("writes_failed")
+            return WriteOutcome({}, refused="called on the connector's own thread (would block it)")
         if loop is None or self._client is None:
             self._count("writes_failed")
             return WriteOutcome({}, refused=f"not connected ({self.stale_reason()})")

@@ -33,6 +33,7 @@ class ConnectorStatus:
     rows_delivered: int = 0
     rows_incomplete: int = 0
     rows_rejected: int = 0
+    rows_error: str | None = None
     last_row_time_s: float | None = None
     incomplete_reason: str | None = None
     writes_done: int = 0

@@ -159,7 +159,7 @@ def test_rows_match_the_twin(plant: Plant, connect: Any, mode: str, tmp_path: Pa
     times = [r["time_s"] for r in rows]
     assert times == sorted(set(times))
     assert set(rows[-1]) == {"time_s", *plant.mapping().columns}
-    assert connector.status.rows_delivered == len(rows)
+    wait_for(lambda: connector.status.rows_delivered == len(rows))
     # The rows are in the plant-log layout: the CSV importer takes them as they are.
     csv = tmp_path / "rows.csv"
     with csv.open("w", newline="") as f:
@@ -338,3 +338,25 @@ def test_configuration_errors_stop_the_first_attempt(plant: Plant, tmp_path: Pat
         with pytest.raises(OpcUaMappingError, match=expected):
             connector.start(wait_s=5.0)
         assert connector.status.error_kind == "config"
+
+
+def test_on_rows_may_write_setpoints(plant: Plant) -> None:
+    """A service that decides on each snapshot writes from inside `on_rows`."""
+    outcomes: list[Any] = []
+    holder: list[OpcUaConnector] = []
+
+    def on_rows(rows: list[dict[str, Any]]) -> None:
+        speed = 0.8 if rows[-1]["coat.speed"] != 0.8 else 0.9
+        outcomes.append(holder[0].write_setpoints({"coat": {"speed": speed}}, "closed"))
+
+    connector = OpcUaConnector(
+        plant.spec, plant.mapping(), on_rows, rng=np.random.default_rng(4), environ=ENV
+    )
+    holder.append(connector)
+    connector.start(wait_s=15.0)
+    try:
+        plant.tick()
+        wait_for(lambda: len(outcomes) >= 1)
+    finally:
+        connector.stop()
+    assert outcomes[0].ok and plant.rt.twin.setpoints[0, 5, 0] in (0.8, 0.9)
