@@ -13,8 +13,9 @@ one costs no request. The routes are left out of the OpenAPI schema.
 
 `mount_docs(app)` serves the API's documentation the same way: `/docs` (Swagger UI) and
 `/redoc` (ReDoc) with their scripts and styles from the `fastapi-offline` package, under the
-page's security headers, so the documentation works on a plant network without internet and
-runs no third-party script from elsewhere in the origin that holds a key.
+page's security headers (`/redoc` also allows inline styles: `REDOC_CSP`), so the
+documentation works on a plant network without internet and runs no script from elsewhere in
+the origin that holds a key.
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ def load_assets(folder: Path = WEB_DIR) -> tuple[Asset, dict[str, Asset]]:
     return Asset.of(html.encode("utf-8"), ".html"), assets
 
 
+REDOC_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+"""The page's policy, but for inline styles: ReDoc (styled-components) writes its styles into
+`<style>` elements at run time and cannot start without them (it reads no nonce a standalone
+bundle could be given). Scripts stay limited to this origin's files, as on every page."""
+REDOC_SECURITY_HEADERS = {**SECURITY_HEADERS, "Content-Security-Policy": REDOC_CSP}
 DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
 """Files of the `fastapi-offline` package served under `/docs/assets/` (Swagger UI, ReDoc)."""
 SWAGGER_HTML = """<!doctype html>
@@ -152,8 +158,10 @@ def load_docs(openapi_url: str = "/openapi.json") -> tuple[dict[str, Asset], dic
     return pages, assets
 
 
-def _send(request: Request, asset: Asset, cache: str) -> Response:
-    headers = {"ETag": asset.etag, "Cache-Control": cache, **SECURITY_HEADERS}
+def _send(
+    request: Request, asset: Asset, cache: str, security: dict[str, str] = SECURITY_HEADERS
+) -> Response:
+    headers = {"ETag": asset.etag, "Cache-Control": cache, **security}
     tags = request.headers.get("if-none-match", "")
     if asset.etag in (t.strip().removeprefix("W/") for t in tags.split(",")):
         return Response(status_code=304, headers=headers)
@@ -166,17 +174,17 @@ def mount_docs(app: FastAPI, openapi_url: str = "/openapi.json") -> None:
     headers (nothing from a CDN; not in the schema)."""
     pages, assets = load_docs(openapi_url)
 
-    def page(name: str) -> None:
+    def page(name: str, security: dict[str, str]) -> None:
         asset = pages[name]
 
         @app.api_route(f"/{name}", methods=["GET", "HEAD"], include_in_schema=False)
         async def docs_page(request: Request) -> Response:
-            return _send(request, asset, NO_CACHE)
+            return _send(request, asset, NO_CACHE, security)
 
         docs_page.__name__ = f"{name}_page"
 
-    page("docs")
-    page("redoc")
+    page("docs", SECURITY_HEADERS)
+    page("redoc", REDOC_SECURITY_HEADERS)
 
     @app.api_route("/docs/assets/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def docs_asset(request: Request, name: str, v: str | None = None) -> Response:
