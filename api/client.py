@@ -52,6 +52,8 @@ Setpoints = dict[str, dict[str, float]]
 
 log = logging.getLogger("linetwin.client")
 
+NO_DECISION = "no_decision"
+"""The `code` of the server's 503 before its first decision (not an error: wait and ask)."""
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 """HTTP answers retried after a backoff; other errors (401, 403, 404, 422, ...) are fatal."""
 
@@ -164,6 +166,16 @@ def _retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _code(response: httpx.Response) -> str | None:
+    """The `code` of an error answer (`{"detail": ..., "code": ...}`), or None."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _detail(response: httpx.Response) -> str:
@@ -302,7 +314,7 @@ class SetpointPoller:
             if wait == 0:
                 self._idle_s = self.poll_interval_s
             return None
-        if status == 503 and "no decision" in _detail(response):
+        if status == 503 and _code(response) == NO_DECISION:
             self._contact()
             self.stats.no_decision += 1
             self._idle_s = min(self._backoff.max_s, _retry_after(response) or self.poll_interval_s)

@@ -271,7 +271,9 @@ def test_lost_ack_is_resent_and_refused_ack_is_dropped() -> None:
 def test_no_decision_yet_and_malformed_answers() -> None:
     poller = scripted(
         lambda r: httpx.Response(
-            503, json={"detail": "no decision published yet"}, headers={"Retry-After": "1"}
+            503,
+            json={"detail": "no decision published yet", "code": "no_decision"},
+            headers={"Retry-After": "1"},
         ),
         stale_after_s=0.01,
     )

@@ -521,7 +521,7 @@ def test_silent_clients(two: LineSpec, model_dir: Path, tmp_path: Path) -> None:
         time.sleep(0.3)
         stale = s.client.get("/v1/clients", headers=h).json()
         assert stale["clients"][0]["silent"] is True
-        text = s.client.get("/metrics").text
+        text = s.client.get("/metrics", headers=h).text
         assert f'linetwin_client_silent{{client="{client}"}} 1.0' in text
         assert "linetwin_silent_clients 1.0" in text
     finally:
