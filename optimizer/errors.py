@@ -11,3 +11,16 @@ class SolverError(OptimizerError, RuntimeError):
 
 class ProblemError(OptimizerError, ValueError):
     """An optimisation problem is malformed (bad weights, caps, locks or bounds)."""
+
+
+class DecisionCodecError(OptimizerError, ValueError):
+    """A decision payload is malformed, or does not fit the line (the message names the field)."""
+
+
+class StateError(OptimizerError):
+    """A change does not fit the controller's state: nothing pending, another decision
+    pending, the wrong mode."""
+
+
+class NotHeldError(StateError, LookupError):
+    """No override holds the station named."""

@@ -17,7 +17,7 @@ from opthelpers import FakeClock, LineRun, Recorder, assert_versions_increase, s
 import linetwin.optimizer.controller as controller_module
 from linetwin.models.surrogate import Surrogate
 from linetwin.optimizer.controller import Controller, Decision, MemoryStore, Mode
-from linetwin.optimizer.errors import OptimizerError
+from linetwin.optimizer.errors import OptimizerError, StateError
 from linetwin.optimizer.fast import Solution
 from linetwin.twin.params import compile_params
 from linetwin.twin.spec import LineSpec
@@ -99,7 +99,7 @@ def test_advisory_mode_waits_for_approval(example: LineSpec, model: Surrogate) -
     np.testing.assert_array_equal(s.running, s.nominal)  # nothing reached the line
     second = s.cycle()
     assert s.ctrl.pending is second and s.apply.calls == []
-    with pytest.raises(OptimizerError, match="no pending decision"):
+    with pytest.raises(StateError, match="not the pending one"):
         s.ctrl.approve("not-a-decision")
     with pytest.raises(OptimizerError):
         s.ctrl.approve(first.id)  # superseded by the second
