@@ -374,17 +374,17 @@ class Controller(Generic[StoredT]):
             solution: Solution | None = None
             if failure is None:
                 solution, failure = self._solve(snap, recent_throughput_per_hour, running, t0)
+            held = self._held
             proposal = None
             predicted: dict[str, tuple[float, float]] = {}
             if solution is not None:
-                proposal = self.model.schema.setpoint_array(
-                    solution.setpoints[None], running[None]
-                )[0]
+                schema = self.model.schema
+                proposal = schema.setpoint_array(solution.setpoints[None], running[None])[0]
+                proposal = self._with_held(proposal, held)  # held stations head for their values
                 try:
-                    predicted = self._predicted(snap, recent_throughput_per_hour, solution)
+                    predicted = self._predicted(snap, recent_throughput_per_hour, proposal)
                 except Exception:  # the model failed after the solve: do not publish its answer
                     solution, proposal, failure = None, None, Reason.MODEL_FAILED
-            held = self._held
             if self._ramping and self._mode is not Mode.CLOSED:
                 # an engineer's override ramps in every mode: its step, not advice, this cycle
                 decision, ramping = self._guarded(
@@ -392,8 +392,6 @@ class Controller(Generic[StoredT]):
                 )
             else:
                 before = self._running_now(running)
-                if proposal is not None:
-                    proposal = self._with_held(proposal, held)
                 result = self.guard.check(proposal, running, failure)
                 ramping = (
                     self._ramping if result.fallback else self._still_ramping(held, before, result)
@@ -479,10 +477,12 @@ class Controller(Generic[StoredT]):
         return solution, None
 
     def _predicted(
-        self, snap: Snapshot, recent: float, solution: Solution
+        self, snap: Snapshot, recent: float, proposal: np.ndarray
     ) -> dict[str, tuple[float, float]]:
-        state = self.model.schema.state_features(snap, np.array([recent]))[0]
-        return kpi_estimate(self.model, self.spec, state, solution.setpoints)
+        """KPI estimates at `proposal` `(n_stations, 2)` (`models.estimate`)."""
+        schema = self.model.schema
+        state = schema.state_features(snap, np.array([recent]))[0]
+        return kpi_estimate(self.model, self.spec, state, schema.setpoint_features(proposal[None]))
 
     # -- publishing ------------------------------------------------------------------------
     def _publish(
