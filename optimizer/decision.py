@@ -289,8 +289,9 @@ def _array(spec: LineSpec, mapping: Setpoints, where: str) -> np.ndarray:
     from linetwin.twin.spec import SETPOINT_NAMES
 
     names = [st.name for st in spec.stations]
+    known = set(names)
     for station in mapping:
-        if station not in names:
+        if station not in known:
             raise DecisionCodecError(
                 f"decision.{where}.{station}: unknown station (line {spec.name!r} has: "
                 f"{', '.join(names)})"
