@@ -478,6 +478,11 @@ class Runtime:
         return audit[0]
 
     @property
+    def pending(self) -> Decision | None:
+        """The advisory recommendation awaiting approval, or None."""
+        return self.controller.pending
+
+    @property
     def overrides(self) -> Held:
         """The held overrides `{station: {setpoint: value}}` (a copy)."""
         return self.controller.held

@@ -192,6 +192,27 @@ def test_approve_flow(svc: Svc) -> None:
     assert rt.audit.verify().ok
 
 
+def test_a_cycle_publishes_its_record_without_reading_it_back(
+    svc: Svc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = svc.runtime
+    before = rt.current
+    assert before is not None
+
+    def no_reads(*args: object) -> None:
+        raise AssertionError("the stored record was read back")
+
+    for name in ("latest_record", "latest", "decision", "decisions"):
+        monkeypatch.setattr(rt.storage, name, no_reads)
+    svc.cycle()
+    monkeypatch.undo()
+    assert rt.cycle_error is None and rt.current is not None
+    assert rt.current.version == before.version + 1 and rt.pending is not None
+    stored = rt.storage.decision(rt.current.version)
+    assert stored is not None and stored.payload_json.encode() == rt.current.body
+    assert json.loads(rt.current.body)["id"] == rt.pending.id
+
+
 def test_approval_and_its_audit_record_commit_together(
     svc: Svc, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -274,9 +295,12 @@ def test_override_through_the_guard(svc: Svc) -> None:
     assert "override" in rec["new"]["reasons"]
     held = c.get("/v1/overrides", headers=svc.auth(Role.VIEWER)).json()
     assert held == {"held": {"a": {"speed": target}}, "ramping": True}
-    # the controller ramps on, one max_step per cycle, and holds the station there
+    # the controller ramps on, one max_step per cycle, and holds the station there: one
+    # published version per cycle (the override's step is the cycle's decision)
     for _ in range(12):
+        version = rt.current.version if rt.current is not None else 0
         svc.cycle(ticks=2)
+        assert rt.current is not None and rt.current.version == version + 1
     assert rt.running()[0, 0] == pytest.approx(target)
     assert not rt.ramping
     latest = c.get("/v1/setpoints", headers=svc.eng).json()
