@@ -36,16 +36,18 @@ import numpy as np
 from linetwin.models.device import torch_threads
 from linetwin.models.estimate import kpi_estimate
 from linetwin.models.surrogate import Surrogate
+from linetwin.optimizer import held as held_overrides
 from linetwin.optimizer.decision import Decision, Mode
-from linetwin.optimizer.errors import NotHeldError, OptimizerError, ProblemError, StateError
+from linetwin.optimizer.errors import NotHeldError, OptimizerError, StateError
 from linetwin.optimizer.exact import solve_exact
 from linetwin.optimizer.fast import Solution, solve_fast
-from linetwin.optimizer.guard import GuardResult, Reason, SetpointGuard
+from linetwin.optimizer.guard import Reason, SetpointGuard
+from linetwin.optimizer.held import Held
 from linetwin.optimizer.monitor import InputMonitor
 from linetwin.optimizer.problem import RISK_AVERSION, Objective, make_problem
 from linetwin.optimizer.store import DecisionStore, MemoryStore, Versioned
 from linetwin.twin.snapshot import Snapshot
-from linetwin.twin.spec import SETPOINT_NAMES, LineSpec
+from linetwin.twin.spec import LineSpec
 
 __all__ = [
     "LATE_FACTOR",
@@ -68,9 +70,6 @@ LATE_FACTOR = 1.25
 """A solve that ends later than this times the cycle budget is a timeout: the solver is
 anytime and stops at 85% of what is left, so only a solve that could not even finish its
 first pass arrives this late."""
-
-Held = dict[str, dict[str, float]]
-"""Held overrides: `{station: {setpoint: value}}`."""
 
 StoredT = TypeVar("StoredT", bound=Versioned)
 Within = AbstractContextManager[Any] | None
@@ -127,7 +126,7 @@ class Controller(Generic[StoredT]):
         self._pending: Decision | None = None
         self._held: Held = {}
         if held:
-            self._held = self._merge({}, held)
+            self._held = held_overrides.merge(spec, {}, held)
         self._ramping = bool(self._held)
 
     # -- state (read it; change it through the methods) ------------------------------------
@@ -266,13 +265,13 @@ class Controller(Generic[StoredT]):
         with self._lock:
             running = self._plant(running)
             old = self.held
-            new = self._merge(old, values)
+            new = held_overrides.merge(self.spec, old, values)
 
             def note(decision: Decision) -> None:
                 if record is not None:
                     record(decision, old, new)
 
-            proposal = self._with_held(self._running_now(running), new)
+            proposal = held_overrides.write(self.spec, self._running_now(running), new)
             return self._engineer_publish(
                 new, proposal, running, "override", line_time_s, within, note
             )
@@ -305,7 +304,7 @@ class Controller(Generic[StoredT]):
         with self._lock:
             running = self._plant(running)
             held = self._held
-            proposal = self._with_held(setpoints, held)
+            proposal = held_overrides.write(self.spec, setpoints, held)
             return self._engineer_publish(
                 held, proposal, running, "rollback", line_time_s, within, record
             )
@@ -355,7 +354,7 @@ class Controller(Generic[StoredT]):
             fallback=result.fallback,
             applied=not result.fallback,
         )
-        return decision, self._still_ramping(held, now, result)
+        return decision, held_overrides.still_ramping(self.spec, self.guard, held, now, result)
 
     # -- the cycle --------------------------------------------------------------------------
     def cycle(
@@ -380,7 +379,9 @@ class Controller(Generic[StoredT]):
             if solution is not None:
                 schema = self.model.schema
                 proposal = schema.setpoint_array(solution.setpoints[None], running[None])[0]
-                proposal = self._with_held(proposal, held)  # held stations head for their values
+                proposal = held_overrides.write(
+                    self.spec, proposal, held
+                )  # held stations head for their values
                 try:
                     predicted = self._predicted(snap, recent_throughput_per_hour, proposal)
                 except Exception:  # the model failed after the solve: do not publish its answer
@@ -388,13 +389,19 @@ class Controller(Generic[StoredT]):
             if self._ramping and self._mode is not Mode.CLOSED:
                 # an engineer's override ramps in every mode: its step, not advice, this cycle
                 decision, ramping = self._guarded(
-                    self._with_held(running, held), running, "override", snap.time_s, held
+                    held_overrides.write(self.spec, running, held),
+                    running,
+                    "override",
+                    snap.time_s,
+                    held,
                 )
             else:
                 before = self._running_now(running)
                 result = self.guard.check(proposal, running, failure)
                 ramping = (
-                    self._ramping if result.fallback else self._still_ramping(held, before, result)
+                    self._ramping
+                    if result.fallback
+                    else held_overrides.still_ramping(self.spec, self.guard, held, before, result)
                 )
                 reasons = tuple(str(r) for r in result.reasons)
                 if held and not result.fallback:
@@ -516,38 +523,7 @@ class Controller(Generic[StoredT]):
             self.guard.last_good = saved
             raise
 
-    # -- held overrides --------------------------------------------------------------------
-    def _merge(self, held: Held, values: Mapping[str, Mapping[str, float]]) -> Held:
-        """`held` updated with `values`, checked against the line's stations and setpoints."""
-        out = {k: dict(v) for k, v in held.items()}
-        for station, entries in values.items():
-            if station not in [st.name for st in self.spec.stations]:
-                raise ProblemError(f"override: unknown station {station!r} on {self.spec.name!r}")
-            st = self.spec.stations[self.spec.station_index(station)]
-            have = SETPOINT_NAMES if st.is_thermal else SETPOINT_NAMES[:1]
-            for name, value in entries.items():
-                if name not in have:
-                    raise ProblemError(f"override: station {station!r} has no setpoint {name!r}")
-                if not np.isfinite(value):
-                    raise ProblemError(f"override: {station}.{name} is not finite ({value!r})")
-                out.setdefault(station, {})[name] = float(value)
-        return out
-
-    def _held_mask(self, held: Held) -> np.ndarray:
-        mask = np.zeros((self.spec.n_stations, len(SETPOINT_NAMES)), dtype=bool)
-        for station, entries in held.items():
-            for name in entries:
-                mask[self.spec.station_index(station), SETPOINT_NAMES.index(name)] = True
-        return mask
-
-    def _with_held(self, base: np.ndarray, held: Held) -> np.ndarray:
-        """A copy of `base` `(n_stations, 2)` with the held values written in."""
-        out = np.array(base, dtype=float, copy=True)
-        for station, entries in held.items():
-            for name, value in entries.items():
-                out[self.spec.station_index(station), SETPOINT_NAMES.index(name)] = value
-        return out
-
+    # -- what the plant runs --------------------------------------------------------------
     def _plant(self, running: np.ndarray | None) -> np.ndarray | None:
         """`running`, or what `plant_setpoints` reads now, or None."""
         if running is None and self.plant_setpoints is not None:
@@ -562,10 +538,3 @@ class Controller(Generic[StoredT]):
             return self.guard.sanitise(running, self.guard.last_good)
         except (TypeError, ValueError):
             return self.guard.last_good
-
-    def _still_ramping(self, held: Held, before: np.ndarray, result: GuardResult) -> bool:
-        """Whether the guard cut a held setpoint's move at the rate limit (more steps to go)."""
-        if not held or result.target is None:
-            return False
-        cut = np.abs(result.target - before) > self.guard.max_step + 1e-12
-        return bool((cut & self._held_mask(held)).any())
