@@ -12,12 +12,14 @@ audit log) passes `record`, called under the lock before the change takes effect
 nothing changes), and for the changes that publish, `within`: a context manager (the store's
 write transaction) entered around the publish and `record`, so the decision and the caller's
 record commit together. The store assigns the version (`DecisionStore.publish` returns the
-stored record); `on_publish(decision, stored)` hears of every publish, in version order.
+stored record); applied decisions go to `apply` and every publish to `on_publish(decision,
+stored)` after it commits, still under the lock: in version order.
 
 Held overrides (`override`) lock their stations for the optimizer and ramp toward their values
 one guarded step per publish, inside the cycle: in closed mode the step rides in the cycle's
 decision; in the other modes, while it ramps, the cycle's decision is the override's next step
-(applied: an engineer asked for it) instead of advice. One publish per cycle either way.
+(applied: an engineer asked for it) instead of advice. One publish per cycle either way. In
+closed mode a fallback cycle pauses the ramp (the steps so far are in the last-known-good).
 """
 
 from __future__ import annotations
