@@ -47,8 +47,7 @@ from typing import Any
 
 import httpx
 
-Setpoints = dict[str, dict[str, float]]
-"""`{station: {setpoint: value}}`."""
+from linetwin.optimizer.decision import Setpoints, validate
 
 log = logging.getLogger("linetwin.client")
 
@@ -137,24 +136,6 @@ def _check_positive(name: str, value: float, zero_ok: bool = False) -> float:
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
     return value
-
-
-def _parse_setpoints(data: Any) -> Setpoints:
-    if not isinstance(data, dict) or not data:
-        raise ValueError("setpoints: expected a non-empty object of stations")
-    out: Setpoints = {}
-    for station, entries in data.items():
-        if not isinstance(entries, dict) or not entries:
-            raise ValueError(f"setpoints.{station}: expected an object of setpoints")
-        row: dict[str, float] = {}
-        for name, value in entries.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"setpoints.{station}.{name}: expected a number")
-            if not math.isfinite(value):
-                raise ValueError(f"setpoints.{station}.{name}: not a finite number")
-            row[str(name)] = float(value)
-        out[str(station)] = row
-    return out
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -359,18 +340,13 @@ class SetpointPoller:
         return decision
 
     def _decode(self, response: httpx.Response) -> PolledDecision:
+        """Check the answer with the decision codec (`optimizer.decision.validate`: no line
+        spec needed); `DecisionCodecError` is a `ValueError`."""
         body = response.json()
-        if not isinstance(body, dict):
-            raise ValueError("expected a JSON object")
-        version = body.get("version")
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise ValueError("version: expected an integer")
+        data = validate(body)
+        version = data["version"]
         etag = response.headers.get("ETag") or f'"{version}"'
-        setpoints = _parse_setpoints(body.get("setpoints"))
-        applied = body.get("applied", True)
-        if not isinstance(applied, bool):
-            raise ValueError("applied: expected true or false")
-        return PolledDecision(version, etag, setpoints, body, time.time(), applied)
+        return PolledDecision(version, etag, data["setpoints"], body, time.time(), data["applied"])
 
     def _flush_ack(self) -> None:
         """POST the pending acknowledgement; kept for the next round if the server is away."""

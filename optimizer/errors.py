@@ -19,3 +19,16 @@ class ProblemError(OptimizerError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class DecisionCodecError(OptimizerError, ValueError):
+    """A decision payload is malformed, or does not fit the line (the message names the field)."""
+
+
+class StateError(OptimizerError):
+    """A change does not fit the controller's state: nothing pending, another decision
+    pending, the wrong mode."""
+
+
+class NotHeldError(StateError, LookupError):
+    """No override holds the station named."""

@@ -17,7 +17,7 @@ from linetwin.api.schemas import (
     DecisionPage,
     PendingOut,
 )
-from linetwin.twin.jsonable import finite_json
+from linetwin.optimizer.decision import encode
 
 router = APIRouter(tags=["history"])
 
@@ -61,14 +61,14 @@ def get_pending(runtime: RuntimeDep, _: Principal = READ) -> PendingOut:
     """The advisory recommendation awaiting approval or rejection; null in other modes, and
     once it is approved, rejected or superseded by an engineer's change."""
     mode = str(runtime.mode)
-    pending = runtime.controller.pending
+    pending = runtime.pending
     decision = None
     if pending is not None and mode == "advisory":
         stored = runtime.storage.decision(pending.version)
         if stored is not None and stored.id == pending.id:
             decision = DecisionOut.model_validate(stored.payload)
         else:
-            decision = DecisionOut.model_validate(finite_json(pending.to_json(runtime.spec)))
+            decision = DecisionOut.model_validate(encode(pending, runtime.spec))
     return PendingOut.model_validate({"mode": mode, "decision": decision})
 
 
