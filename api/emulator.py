@@ -25,15 +25,15 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import httpx
-import numpy as np
 
 from linetwin.api.client import PolledDecision, SetpointPoller
 from linetwin.api.errors import ApiError, UsageError
-from linetwin.replay.csv_export import STATUS_TEXT, plant_log_columns, snapshot_values
+from linetwin.replay.csv_export import rows_from_snapshot
 from linetwin.twin.realtime import RealtimeTwin
 from linetwin.twin.sim import Twin
-from linetwin.twin.snapshot import Snapshot
 from linetwin.twin.spec import LineSpec, parse_spec
+
+__all__ = ["Emulator", "Mismatch", "parse_mismatch", "perturb", "rows_from_snapshot"]
 
 SNAPSHOTS_PATH = "/v1/plant/snapshots"
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -105,28 +105,6 @@ def perturb(spec: LineSpec, mismatch: Mismatch) -> LineSpec:
         st["energy"]["idle_kw"] *= mismatch.energy
         st["energy"]["run_kw"] *= mismatch.energy
     return parse_spec(data, f"{spec.name} with mismatch {mismatch}")
-
-
-def rows_from_snapshot(snap: Snapshot, spec: LineSpec) -> list[dict[str, Any]]:
-    """Lay out a snapshot as plant-log rows, one per scenario: `{column: value}` in the CSV
-    exporter's column order (`replay.csv_export.plant_log_columns`), JSON-ready (status as
-    names, NaN readings as null with their validity flag kept, integers as ints).
-
-    `spec` names the columns: the service's spec (the emulated line has the same stations).
-    """
-    values = snapshot_values(snap)
-    n_sc = snap.n_scenarios
-    columns = plant_log_columns(spec, np.full(n_sc, snap.time_s), values.__getitem__)
-    names, cells = [], []
-    for name, col in columns:
-        names.append(name)
-        if name.endswith(".status"):
-            cells.append(STATUS_TEXT[col].tolist())
-        elif col.dtype.kind == "f":
-            cells.append([None if math.isnan(v) else v for v in col.tolist()])
-        else:
-            cells.append(col.tolist())
-    return [dict(zip(names, row, strict=True)) for row in zip(*cells, strict=True)]
 
 
 @dataclass

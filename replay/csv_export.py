@@ -12,10 +12,12 @@ of ticks and the CSV written under a temporary name and renamed into place.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -135,3 +137,25 @@ def snapshot_values(snap: Snapshot) -> dict[str, np.ndarray]:
         "good_out": snap.good_out,
         "scrap_total": snap.scrap_total,
     }
+
+
+def rows_from_snapshot(snap: Snapshot, spec: LineSpec) -> list[dict[str, Any]]:
+    """Lay out a snapshot as plant-log rows, one per scenario: `{column: value}` in the CSV
+    exporter's column order (`plant_log_columns`), JSON-ready (status as
+    names, NaN readings as null with their validity flag kept, integers as ints).
+
+    `spec` names the columns: the service's spec (the emulated line has the same stations).
+    """
+    values = snapshot_values(snap)
+    n_sc = snap.n_scenarios
+    columns = plant_log_columns(spec, np.full(n_sc, snap.time_s), values.__getitem__)
+    names, cells = [], []
+    for name, col in columns:
+        names.append(name)
+        if name.endswith(".status"):
+            cells.append(STATUS_TEXT[col].tolist())
+        elif col.dtype.kind == "f":
+            cells.append([None if math.isnan(v) else v for v in col.tolist()])
+        else:
+            cells.append(col.tolist())
+    return [dict(zip(names, row, strict=True)) for row in zip(*cells, strict=True)]

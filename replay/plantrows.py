@@ -20,9 +20,10 @@ within the batch and the column, and leaves nothing behind: the converter's carr
 (last counters, derived failures and energy, the last time) does not advance.
 
 JSON rows: one object per row, the layout's column names as keys; numbers as JSON numbers
-(integers for counts: `3.0` is refused, as the CSV importer refuses it), flags as `true` /
-`false`, status as a name or a code 0-3, `timestamp` as a string. `null` or a missing key is
-an empty cell. Python's JSON reader also reads `NaN` and `Infinity`: they are CSV's `nan`
+(JSON has one number type: an integral number such as `3.0` is accepted as a count, `3.5` is
+not; `true` / `false` in a number column read as 1 and 0, as pyarrow converts them), flags as
+`true` / `false`, status as a name or a code 0-3, `timestamp` as a string. `null` or a missing
+key is an empty cell. Python's JSON reader also reads `NaN` and `Infinity`: they are CSV's `nan`
 and `inf`. Not thread-safe: one caller at a time (`api.plant.ExternalPlant` holds a lock).
 """
 
@@ -51,8 +52,8 @@ PlantRowsInput = Sequence[Mapping[str, Any]] | str | bytes
 """A batch of plant rows: JSON-like objects `[{column: value}, ...]`, or CSV text with a header."""
 
 REMEMBER_ROWS = 1_000_000
-"""Times of received rows kept to recognise resends (8 MB of floats: 11 days at 1 Hz); a row
-older than all of them at or before the last time counts as a resend."""
+"""Times of received rows kept to recognise resends (about 11 days at 1 Hz); a row at or
+before the newest time forgotten counts as a resend."""
 
 
 def plant_error(source: str, row: int | None, column: str | None, problem: str) -> PlantDataError:
@@ -105,48 +106,60 @@ class _RowConverter(BlockConverter):
         return plant_error(self.source, at + 1, column, problem)
 
 
-_KIND = {
-    pa.float64(): ("a number", (pa.float64(), pa.int64())),
-    pa.int64(): ("an integer", (pa.int64(),)),
-    pa.bool_(): ("true or false", (pa.bool_(),)),
-    pa.string(): ("text", (pa.string(),)),
+_WANT = {
+    pa.float64(): "a number",
+    pa.int64(): "an integer",
+    pa.bool_(): "true or false",
+    pa.string(): "text",
 }
 
 
 def _accepts(t: pa.DataType, v: Any) -> bool:
-    """Whether a JSON value `v` is a valid cell of a column of Arrow type `t` (None: empty)."""
+    """Whether a JSON value `v` is a valid cell of a column of Arrow type `t` (None: empty).
+
+    As pyarrow converts: an integral number is an integer (JSON has one number type), and
+    `true` / `false` in a number column read as 1 and 0.
+    """
     if v is None:
         return True
-    if isinstance(v, bool):
-        return t == pa.bool_()
     if t == pa.float64():
         return isinstance(v, int | float)
     if t == pa.int64():
-        return isinstance(v, int) and -(2**63) <= v < 2**63
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+    if t == pa.bool_():
+        return isinstance(v, bool)
     if t == pa.string():
         return isinstance(v, str)
     if pa.types.is_dictionary(t):  # status: a name or an integer code
-        return isinstance(v, str | int)
+        return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
     return False
 
 
 def _json_column(values: Sequence[Any], t: pa.DataType, name: str, source: str) -> pa.Array:
-    """Turn one column of JSON values into an Arrow array of type `t` (strict: no bool as a
-    number, no float as an integer); raise PlantDataError at the first bad cell."""
+    """Turn one column of JSON values into an Arrow array of type `t`; raise PlantDataError
+    at the first cell that is not one (see `_accepts`)."""
     status = pa.types.is_dictionary(t)
-    allowed = (pa.string(), pa.int64()) if status else _KIND[t][1]
     try:
+        if t == pa.int64():  # pyarrow would truncate 3.5 to 3: infer, then cast safely
+            arr = pa.array(values)
+            if arr.type in (pa.int64(), pa.float64(), pa.null()):
+                return arr.cast(t)
+        elif not status:
+            return pa.array(values, type=t)
         arr = pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        arr = None
-    if arr is not None and (arr.type in allowed or arr.type == pa.null()):
-        if status:
+        if arr.type in (pa.string(), pa.int64(), pa.null()):
             return arr.cast(pa.string()).dictionary_encode()
-        return arr.cast(t)
-    want = "a status name or code 0-3" if status else _KIND[t][0]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    want = "a status name or code 0-3" if status else _WANT[t]
     for r, v in enumerate(values):
         if not _accepts(t, v):
             raise plant_error(source, r + 1, name, f"expected {want} (got {v!r})")
+    if status:  # names and codes mixed
+        text = [v if v is None or isinstance(v, str) else str(v) for v in values]
+        return pa.array(text, type=pa.string()).dictionary_encode()
     raise plant_error(source, None, name, f"expected {want} in every row")  # pragma: no cover
 
 
@@ -169,6 +182,7 @@ class PlantRows:
         self._received: set[float] = set()
         self._received_batches: deque[np.ndarray] = deque()
         self._remembered = 0
+        self._forgotten = -math.inf  # rows up to this time are no longer remembered
         self.rows = 0
         """Rows accepted so far."""
         self.duplicates = 0
@@ -220,10 +234,9 @@ class PlantRows:
         dup = np.zeros(times.shape, dtype=bool)
         if last is None:
             return dup
-        oldest = self._oldest()
         for r in np.flatnonzero(times <= last):
             t = float(times[r])
-            if t in self._received or t < oldest:
+            if t in self._received or t <= self._forgotten:
                 dup[r] = True
             else:
                 raise plant_error(
@@ -235,9 +248,6 @@ class PlantRows:
                 )
         return dup
 
-    def _oldest(self) -> float:
-        return float(self._received_batches[0][0]) if self._received_batches else math.inf
-
     def _remember(self, t: np.ndarray) -> None:
         self._received.update(t.tolist())
         self._received_batches.append(t)
@@ -245,6 +255,7 @@ class PlantRows:
         while self._remembered > self.remember_rows and len(self._received_batches) > 1:
             old = self._received_batches.popleft()
             self._received.difference_update(old.tolist())
+            self._forgotten = float(old[-1])
             self._remembered -= int(old.shape[0])
 
     # ------------------------------------------------------------------ columns
@@ -282,17 +293,22 @@ class PlantRows:
         for r, row in enumerate(data):
             if not isinstance(row, Mapping):
                 raise plant_error(source, r + 1, None, f"expected an object, got {row!r:.80}")
-        keys = data[0].keys()
-        same = all(row.keys() == keys for row in data)
-        names = list(keys) if same else list(dict.fromkeys(k for row in data for k in row))
+        width = len(data[0])
+        same = all(len(row) == width for row in data)
+        names = list(data[0]) if same else list(dict.fromkeys(k for row in data for k in row))
         bad = next((k for k in names if not isinstance(k, str)), None)
         if bad is not None:
             raise plant_error(source, None, None, f"column names must be text, got {bad!r}")
         layout = self._layout(names, source)
         types = layout.column_types()
-        if same:
-            cells = list(zip(*map(itemgetter(*layout.names), data), strict=True))
-        else:
+        cells: list[tuple[Any, ...]] = []
+        if same and len(layout.names) > 1:
+            try:  # every row has the first row's keys (as many, none missing): one C pass
+                cells = list(zip(*map(itemgetter(*layout.names), data), strict=True))
+            except KeyError:
+                names = list(dict.fromkeys(k for row in data for k in row))
+                layout = self._layout(names, source)
+        if not cells:
             cells = [tuple(row.get(n) for row in data) for n in layout.names]
         arrays = [
             _json_column(col, types[n], n, source)
