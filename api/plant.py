@@ -17,14 +17,9 @@ OPC UA connector) call, from any thread::
 `rows` follow the plant-log layout of `docs/recordings.md` (`docs/plant.md` for the route);
 they are checked by `replay.plantrows.PlantRows` (the CSV importer's rules; a bad batch raises
 `replay.errors.PlantDataError` naming the row and column, and nothing of it is kept) and each
-accepted row becomes a `Snapshot` published to the subscribers at its plant time. The newest
-row of each batch is restored exactly (`twin.restore.restore`: the hidden clocks drawn from
-the plant's Generator, so the twin can fork from it); the rows before it in the same batch get
-their measured values exactly (status, counters, buffer levels, energy, wear, temperatures,
-readings, setpoints, and status times integrated from the statuses) on the newest row's hidden
-clocks shifted to their time: enough for KPIs, trends and recordings, not for forking. Restoring
-costs about 2 ms a row on a 50-station line, so a backfill of an hour of 1 Hz rows in one batch
-restores one row, not 3,600 (`bench/ingest.py`).
+accepted row becomes a `Snapshot` published to the subscribers at its plant time
+(`api.measured`: the newest row of a batch restored exactly, so the twin can fork from it; the
+rows before it with their measured values, enough for KPIs, trends and recordings).
 
 The setpoints the controller publishes (`set_setpoints`) are kept as `published`: what a
 poller or connector writes to the plant. The setpoints in force are those the plant reports;
@@ -44,8 +39,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from linetwin.api.errors import ApiError
+from linetwin.api.measured import MeasuredLine
 from linetwin.replay.plantrows import PlantRows, PlantRowsInput, RowBatch
-from linetwin.twin import layout as L
 from linetwin.twin.errors import RecordingError
 from linetwin.twin.params import (
     compile_params,
@@ -54,13 +49,10 @@ from linetwin.twin.params import (
     validate_setpoint_array,
 )
 from linetwin.twin.realtime import RealtimeTwin, Subscription
-from linetwin.twin.recorder import Recorder, Recording
-from linetwin.twin.restore import restore
-from linetwin.twin.sensors import Readings
+from linetwin.twin.recorder import Recorder
 from linetwin.twin.sim import SetpointInput
 from linetwin.twin.snapshot import Snapshot
 from linetwin.twin.spec import SETPOINT_NAMES, LineSpec
-from linetwin.twin.state import TwinState
 
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
     "temperature_c": (-50.0, 1500.0),
@@ -68,9 +60,6 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
     "vibration_mm_s": (0.0, 1000.0),
 }
 """Valid readings outside these ranges (°C, kW, mm/s) make the plant's data bad."""
-
-_CLOCKS = (L.F_TDONE, L.F_TFAIL, L.F_TREPAIR, L.F_TBUSY, L.F_SINCE, L.F_TREF)
-"""Columns of `fstate` holding absolute times, s."""
 
 
 @runtime_checkable
@@ -248,8 +237,7 @@ class ExternalPlant:
         self._before_latest_s: float | None = None  # plant time of the row before the newest
         self._last_wall: float | None = None  # wall time of the last accepted row
         self._rejected: str | None = None  # the last rejected batch's error, until one is accepted
-        self._status_time = np.zeros((spec.n_stations, L.N_STATUS))
-        self._last_status: np.ndarray | None = None
+        self._measured = MeasuredLine(spec, self._rng, self.params)
         self._published: np.ndarray | None = None
         self._published_source: str | None = None
         self._published_at_s: float | None = None  # plant time of publication
@@ -274,7 +262,7 @@ class ExternalPlant:
             if batch.accepted == 0:
                 return IngestResult(0, batch.duplicates, self._rows.last_time_s)
             self._record(batch)
-            snaps = self._snapshots(batch)
+            snaps = self._measured.snapshots(batch)
             self._rejected = None
             self._last_wall = self._clock()
             previous = self._latest.time_s if self._latest is not None else None
@@ -296,72 +284,6 @@ class ExternalPlant:
             self.recording_error = exc
             self.recorder.abort()
             self.recorder = None
-
-    def _snapshots(self, batch: RowBatch) -> list[Snapshot]:
-        """Build a snapshot per accepted row (see the module docstring), oldest first."""
-        t, cols = batch.time_s, batch.columns
-        k, n = t.shape[0], self.spec.n_stations
-        arrays = dict(cols)
-        arrays.setdefault("buffer_level", np.zeros((k, 1, 0), dtype=np.int64))
-        rec = Recording(self.spec, {}, np.arange(k), t, **arrays)
-        newest = restore(rec, k - 1, 0, self._rng, params=self.params)
-        status = cols["status"][:, 0, :].astype(np.int64)
-        times = self._status_times(t, status)
-        newest.state.fstate[0, :, L.F_T0 : L.F_T0 + L.N_STATUS] = times[-1]
-        if k == 1:
-            return [newest]
-        tpl = newest.state
-        shift = (t - t[-1])[:, None]
-        fs = np.repeat(tpl.fstate, k, axis=0)
-        for c in _CLOCKS:
-            fs[:, :, c] += shift
-        fs[:, :, L.F_ENERGY] = cols["energy_kwh"][:, 0]
-        fs[:, :, L.F_WEAR] = cols["wear"][:, 0]
-        fs[:, :, L.F_T0 : L.F_T0 + L.N_STATUS] = times
-        temp, temp_sp = cols["temperature_c"][:, 0], cols["temperature_setpoint_c"][:, 0]
-        known = np.isfinite(temp) & cols["temperature_valid"][:, 0]
-        thermal = self.params.params[:, L.P_THERMAL] > 0
-        fs[:, :, L.F_TEMP] = np.where(thermal, np.where(known, temp, temp_sp), fs[:, :, L.F_TEMP])
-        ist = np.repeat(tpl.istate, k, axis=0)
-        ist[:, :, L.I_STATUS] = status
-        ist[:, :, L.I_DONE] = cols["completed"][:, 0]
-        ist[:, :, L.I_SCRAP] = cols["scrapped"][:, 0]
-        ist[:, :, L.I_FAILS] = cols["failures"][:, 0]
-        level = np.repeat(tpl.level, k, axis=0)
-        level[:, : n - 1] = arrays["buffer_level"][:, 0]
-        counts = np.repeat(tpl.counts, k, axis=0)
-        counts[:, L.C_RELEASED] = cols["released"][:, 0]
-        counts[:, L.C_OUT] = cols["good_out"][:, 0]
-        counts[:, L.C_SCRAP] = cols["scrap_total"][:, 0]
-        rng = np.repeat(tpl.rng, k, axis=0)
-        tnext = np.repeat(tpl.tnext, k, axis=0) + shift
-        sp = np.stack([cols["speed"][:, 0], temp_sp], axis=-1)
-        setpoints = np.where(self.params.present, sp, 0.0)
-        readings = (temp, cols["power_kw"][:, 0], cols["vibration_mm_s"][:, 0])
-        valid = np.stack(
-            [cols[f"{c}_valid"][:, 0] for c in ("temperature", "power", "vibration")], -1
-        )
-        out = []
-        for r in range(k - 1):
-            s = slice(r, r + 1)
-            state = TwinState(fs[s], ist[s], level[s], counts[s], rng[s], tnext[s])
-            read = Readings(readings[0][s], readings[1][s], readings[2][s], valid[s])
-            out.append(Snapshot(self.spec, float(t[r]), state, setpoints[s], read))
-        out.append(newest)
-        return out
-
-    def _status_times(self, t: np.ndarray, status: np.ndarray) -> np.ndarray:
-        """Cumulative seconds per status `(k, n_stations, 4)` at each row, each interval
-        counted in the status of the row that starts it (the first row ever starts at 0)."""
-        last = self._latest.time_s if self._latest is not None else float(t[0])
-        held = np.vstack(
-            [status[:1] if self._last_status is None else self._last_status[None], status[:-1]]
-        )
-        dt = np.diff(np.concatenate([[last], t]))
-        inc = (held[:, :, None] == np.arange(L.N_STATUS)) * dt[:, None, None]
-        times = self._status_time + np.cumsum(inc, axis=0)
-        self._status_time, self._last_status = times[-1].copy(), status[-1].copy()
-        return times
 
     # -- the seam ----------------------------------------------------------------------------
     @property

@@ -5,7 +5,9 @@ rows from several threads at once."""
 
 from __future__ import annotations
 
+import re
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +223,9 @@ def test_first_snapshot_waits_and_stop_ends_everything(line):
         plant.ingest(rows[3:5])
     with pytest.raises(ApiError, match="stale_after_s"):
         ExternalPlant(bundled_spec("example"), stale_after_s=0.0)
+
+
+def test_the_documented_example_runs():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "plant.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    exec(compile(block, "docs/plant.md", "exec"), {})
