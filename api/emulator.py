@@ -216,15 +216,24 @@ class Emulator:
 
     def run(self, stop: threading.Event, hours: float | None = None) -> EmulatorStats:
         """Run the paced twin, the poller and the posting until `stop` is set or `hours` of
-        plant time have passed; post what is left and return the stats."""
+        plant time have passed; post what is left and return the stats.
+
+        Raises PostError for a post the service refuses (401, 403, 422, ...) and ApiError
+        when the poller meets a fatal answer (a wrong key or URL) or the twin fails.
+        """
         poll_stop = threading.Event()
-        poll_thread = None
-        if self.poller is not None:
-            poll_thread = threading.Thread(
-                target=self.poller.run, args=(poll_stop,), name="linetwin-emulator-poll"
-            )
-            poll_thread.daemon = True
-            poll_thread.start()
+        poll_errors: list[BaseException] = []
+
+        def poll() -> None:
+            if self.poller is None:
+                return
+            try:
+                self.poller.run(poll_stop)
+            except Exception as exc:  # fatal for the emulator: reported by run()
+                poll_errors.append(exc)
+
+        poll_thread = threading.Thread(target=poll, name="linetwin-emulator-poll", daemon=True)
+        poll_thread.start()
         self.realtime.start()
         end = math.inf if hours is None else hours * 3600.0
         try:
@@ -234,6 +243,8 @@ class Emulator:
                     break
                 if self.realtime.error is not None:
                     raise ApiError(f"the emulated line failed: {self.realtime.error!r}")
+                if poll_errors:
+                    raise ApiError(f"polling setpoints failed: {poll_errors[0]}")
                 self.pump()
                 stop.wait(min(0.2, self.realtime.tick_s / self.realtime.acceleration))
         finally:

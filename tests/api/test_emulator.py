@@ -28,7 +28,7 @@ from linetwin.api.emulator import (
     perturb,
     rows_from_snapshot,
 )
-from linetwin.api.errors import UsageError
+from linetwin.api.errors import ApiError, UsageError
 from linetwin.api.plant import ExternalPlant
 from linetwin.cli.main import cli
 from linetwin.replay.errors import PlantDataError
@@ -107,6 +107,7 @@ class Service:
     fail_next: list[int] = field(default_factory=list)
     acks: list[dict] = field(default_factory=list)
     version: int = 0
+    poll_status: int | None = None  # answer every poll with this error status
 
 
 def make_app(service: Service) -> FastAPI:
@@ -133,6 +134,8 @@ def make_app(service: Service) -> FastAPI:
 
     @app.get("/v1/setpoints")
     async def setpoints(request: Request) -> Response:
+        if service.poll_status is not None:
+            return JSONResponse({"detail": "not for you"}, status_code=service.poll_status)
         published = service.plant.published
         if published is None:
             await asyncio.sleep(0.05)
@@ -269,3 +272,14 @@ def test_the_command_line_names_bad_options():
     assert "cycle must be a positive number, got '-1'" in str(result.exception or result.output)
     result = runner.invoke(cli, ["plant", "emulate", "--help"])
     assert result.exit_code == 0 and "--mismatch" in result.output
+
+
+def test_a_fatal_answer_to_polling_stops_the_emulator(service):
+    svc, url = service
+    svc.poll_status = 403
+    emu = Emulator(bundled_spec("example"), url, KEY, speed=60.0, batch_rows=1)
+    try:
+        with pytest.raises(ApiError, match="polling setpoints failed: GET /v1/setpoints: HTTP 403"):
+            emu.run(threading.Event(), hours=1.0)
+    finally:
+        emu.close()
