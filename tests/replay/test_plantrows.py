@@ -8,6 +8,7 @@ import csv
 import io
 import itertools
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -371,3 +372,17 @@ def test_a_50_station_hour_in_one_batch_json_and_csv():
         np.testing.assert_array_equal(batch.columns["buffer_level"][-1], last.buffer_level)
         np.testing.assert_array_equal(batch.columns["status"][-1], last.status)
         np.testing.assert_array_equal(batch.time_s, np.arange(1.0, 3601.0))
+
+
+def test_csv_bytes_with_a_byte_order_mark_and_crlf_and_timestamps():
+    text = (ROOT / "docs" / "recordings.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```csv\n(.*?)```", text, flags=re.S)
+    body = ("\ufeff" + block.replace("\n", "\r\n")).encode()
+    plant = PlantRows(bundled_spec("two-station"), SRC)
+    batch = plant.check(body)
+    assert batch.accepted == 3 and plant.start_timestamp == "2025-03-03T06:00:00+01:00"
+    np.testing.assert_array_equal(batch.time_s, [0.0, 10.0, 20.0])
+    assert plant.check(body).duplicates == 3
+    with pytest.raises(PlantDataError) as info:
+        plant.check(b"time_s,a.st\xe4tus\n")
+    check_error(info, None, None, "not UTF-8 text")
