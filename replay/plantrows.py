@@ -103,6 +103,7 @@ class _RowConverter(BlockConverter):
         at = row if self.rows_index is None else int(self.rows_index[row])
         if problem == "blank line":
             problem = "empty row"
+        problem = problem.replace("on the line before", "on the row before")
         return plant_error(self.source, at + 1, column, problem)
 
 
