@@ -164,6 +164,20 @@ def _json_column(values: Sequence[Any], t: pa.DataType, name: str, source: str) 
     raise plant_error(source, None, name, f"expected {want} in every row")  # pragma: no cover
 
 
+def _columns(data: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[Sequence[Any]]:
+    """Transpose rows that all have the keys `names` into one sequence of cells per column
+    (raises KeyError for a row that lacks one): a table of object references filled a row at a
+    time, whose columns pyarrow reads directly; `zip` where a cell is itself a list."""
+    getter = itemgetter(*names)
+    table = np.empty((len(data), len(names)), dtype=object)
+    try:
+        for r, cells in enumerate(map(getter, data)):
+            table[r] = cells
+    except ValueError:  # a cell holding a sequence: numpy would unpack it
+        return list(zip(*map(getter, data), strict=True))
+    return list(table.T)
+
+
 class PlantRows:
     """Check the batches of one line's plant data in arrival order; see the module docstring.
 
@@ -302,10 +316,10 @@ class PlantRows:
             raise plant_error(source, None, None, f"column names must be text, got {bad!r}")
         layout = self._layout(names, source)
         types = layout.column_types()
-        cells: list[tuple[Any, ...]] = []
+        cells: list[Sequence[Any]] = []
         if same and len(layout.names) > 1:
-            try:  # every row has the first row's keys (as many, none missing): one C pass
-                cells = list(zip(*map(itemgetter(*layout.names), data), strict=True))
+            try:  # every row has the first row's keys (as many, none missing)
+                cells = _columns(data, layout.names)
             except KeyError:
                 names = list(dict.fromkeys(k for row in data for k in row))
                 layout = self._layout(names, source)

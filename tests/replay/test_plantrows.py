@@ -347,6 +347,12 @@ def test_json_strictness_and_shapes():
     with pytest.raises(PlantDataError) as info:
         plant.check([dict(row, **{"a.scrapped": 2**70})])
     check_error(info, 1, "a.scrapped", "expected an integer")
+    with pytest.raises(PlantDataError) as info:
+        plant.check([row, dict(row, time_s=1, **{"b.speed": [1, 2]})])
+    check_error(info, 2, "b.speed", "expected a number (got [1, 2])")
+    with pytest.raises(PlantDataError) as info:
+        plant.check([row, dict(row, time_s=1, **{"a.status": {"busy": 1}})])
+    check_error(info, 2, "a.status", "status name or code 0-3 (got {'busy': 1})")
     sparse = {k: v for k, v in row.items() if k != "b.speed"}
     with pytest.raises(PlantDataError) as info:  # a key missing in one row: an empty cell
         plant.check([row, dict(sparse, time_s=1)])
