@@ -230,7 +230,8 @@ class ExternalPlant:
         self._rng = rng if rng is not None else np.random.default_rng(seed)
         self._clock = clock
         self._rows = PlantRows(spec)
-        self._lock = threading.RLock()
+        self._feed = threading.Lock()  # held through a whole batch
+        self._lock = threading.RLock()  # held briefly: state read by other threads
         self._new = threading.Condition(self._lock)
         self._subs: list[Subscription] = []
         self._latest: Snapshot | None = None
@@ -251,28 +252,31 @@ class ExternalPlant:
         Raises `replay.errors.PlantDataError` (row and column named; nothing kept, and the
         data count as bad until a batch is accepted) and ApiError once the plant is stopped.
         """
-        with self._lock:
+        with self._feed:  # one batch at a time; readers wait only for the swap below
             if self._stopped:
                 raise ApiError("the external plant is stopped: no more rows are taken")
             try:
                 batch = self._rows.check(rows, source)
             except Exception as exc:
-                self._rejected = str(exc)
+                with self._lock:
+                    self._rejected = str(exc)
                 raise
             if batch.accepted == 0:
                 return IngestResult(0, batch.duplicates, self._rows.last_time_s)
             self._record(batch)
             snaps = self._measured.snapshots(batch)
-            self._rejected = None
-            self._last_wall = self._clock()
-            previous = self._latest.time_s if self._latest is not None else None
-            self._before_latest_s = float(batch.time_s[-2]) if batch.accepted > 1 else previous
-            self._latest = snaps[-1]
-            subs = list(self._subs)
+            with self._lock:
+                self._rejected = None
+                self._last_wall = self._clock()
+                previous = self._latest.time_s if self._latest is not None else None
+                before = float(batch.time_s[-2]) if batch.accepted > 1 else previous
+                self._before_latest_s = before
+                self._latest = snaps[-1]
+                subs = list(self._subs)
+                self._new.notify_all()
             for snap in snaps:
                 for sub in subs:
                     sub.put(snap)
-            self._new.notify_all()
             return IngestResult(batch.accepted, batch.duplicates, self._rows.last_time_s)
 
     def _record(self, batch: RowBatch) -> None:
@@ -377,8 +381,9 @@ class ExternalPlant:
             self._started = True
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop taking rows, close every subscription and the recorder. Idempotent."""
-        with self._lock:
+        """Stop taking rows (after the batch in progress), close every subscription and the
+        recorder. Idempotent."""
+        with self._feed, self._lock:
             self._stopped = True
             subs, self._subs = list(self._subs), []
             recorder, self.recorder = self.recorder, None

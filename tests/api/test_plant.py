@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +230,31 @@ def test_the_documented_example_runs():
     text = (Path(__file__).resolve().parents[2] / "docs" / "plant.md").read_text()
     (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     exec(compile(block, "docs/plant.md", "exec"), {})
+
+
+def test_readers_do_not_wait_for_a_batch_in_progress(line, monkeypatch):
+    _, rows = line
+    plant = ExternalPlant(bundled_spec("example"), seed=0)
+    plant.ingest(rows[:10])
+    entered, release = threading.Event(), threading.Event()
+    build = plant._measured.snapshots
+
+    def slow(batch):
+        entered.set()
+        release.wait(10.0)
+        return build(batch)
+
+    monkeypatch.setattr(plant._measured, "snapshots", slow)
+    feeder = threading.Thread(target=plant.ingest, args=(rows[10:20],))
+    feeder.start()
+    try:
+        assert entered.wait(10.0)
+        start = time.monotonic()
+        assert plant.stale_reason() is None and plant.hand_reason() is None
+        plant.set_setpoints(plant.setpoints, "controller")
+        assert plant.published is not None and plant.latest is not None
+        assert plant.latest.time_s == 10.0 and time.monotonic() - start < 1.0
+    finally:
+        release.set()
+        feeder.join(10.0)
+    assert plant.rows == 20 and plant.latest.time_s == 20.0
