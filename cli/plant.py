@@ -30,10 +30,19 @@ def plant_group() -> None:
     "(e.g. cycle=1.15,scrap=1.2,mtbf=0.9).",
 )
 @click.option(
-    "--speed", type=float, default=1.0, show_default=True, help="Plant seconds per wall second."
+    "--speed",
+    type=click.FloatRange(0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Plant seconds per wall second.",
 )
 @click.option(
-    "--tick", "tick_s", type=float, default=1.0, show_default=True, help="Seconds between rows."
+    "--tick",
+    "tick_s",
+    type=click.FloatRange(0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Plant seconds between rows.",
 )
 @click.option(
     "--batch-rows",
@@ -43,7 +52,12 @@ def plant_group() -> None:
     help="Rows per POST.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--hours", type=float, default=None, help="Stop after this many plant hours.")
+@click.option(
+    "--hours",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Stop after this many plant hours.",
+)
 @click.option("--no-poll", is_flag=True, help="Do not poll or apply published setpoints.")
 def emulate(
     url: str,
