@@ -31,6 +31,7 @@ from linetwin.api.emulator import (
 from linetwin.api.errors import ApiError, UsageError
 from linetwin.api.plant import ExternalPlant
 from linetwin.cli.main import cli
+from linetwin.optimizer.decision import Decision, Mode, encode
 from linetwin.replay.errors import PlantDataError
 from linetwin.twin import Twin, bundled_spec
 
@@ -144,9 +145,13 @@ def make_app(service: Service) -> FastAPI:
         if request.headers.get("if-none-match") == etag:
             await asyncio.sleep(0.05)
             return Response(status_code=304, headers={"ETag": etag})
-        spec = service.plant.spec
-        mapping = {st.name: {"speed": float(published[i, 0])} for i, st in enumerate(spec.stations)}
-        body = {"version": service.version, "setpoints": mapping, "applied": True}
+        decision = Decision(
+            id="d", version=service.version, line_time_s=0.0, created_at=0.0,
+            mode=Mode.CLOSED, setpoints=np.array(published, dtype=float), target=None,
+            predicted={}, status="ok", gap=None, solve_seconds=0.0, reasons=(),
+            fallback=False, applied=True,
+        )  # fmt: skip
+        body = encode(decision, service.plant.spec)  # the service's own codec
         return JSONResponse(body, headers={"ETag": etag})
 
     @app.post("/v1/setpoints/ack")
