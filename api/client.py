@@ -47,11 +47,12 @@ from typing import Any
 
 import httpx
 
-Setpoints = dict[str, dict[str, float]]
-"""`{station: {setpoint: value}}`."""
+from linetwin.optimizer.decision import Setpoints, validate
 
 log = logging.getLogger("linetwin.client")
 
+NO_DECISION = "no_decision"
+"""The `code` of the server's 503 before its first decision (not an error: wait and ask)."""
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 """HTTP answers retried after a backoff; other errors (401, 403, 404, 422, ...) are fatal."""
 
@@ -137,24 +138,6 @@ def _check_positive(name: str, value: float, zero_ok: bool = False) -> float:
     return value
 
 
-def _parse_setpoints(data: Any) -> Setpoints:
-    if not isinstance(data, dict) or not data:
-        raise ValueError("setpoints: expected a non-empty object of stations")
-    out: Setpoints = {}
-    for station, entries in data.items():
-        if not isinstance(entries, dict) or not entries:
-            raise ValueError(f"setpoints.{station}: expected an object of setpoints")
-        row: dict[str, float] = {}
-        for name, value in entries.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"setpoints.{station}.{name}: expected a number")
-            if not math.isfinite(value):
-                raise ValueError(f"setpoints.{station}.{name}: not a finite number")
-            row[str(name)] = float(value)
-        out[str(station)] = row
-    return out
-
-
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
@@ -164,6 +147,16 @@ def _retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _code(response: httpx.Response) -> str | None:
+    """The `code` of an error answer (`{"detail": ..., "code": ...}`), or None."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _detail(response: httpx.Response) -> str:
@@ -302,7 +295,7 @@ class SetpointPoller:
             if wait == 0:
                 self._idle_s = self.poll_interval_s
             return None
-        if status == 503 and "no decision" in _detail(response):
+        if status == 503 and _code(response) == NO_DECISION:
             self._contact()
             self.stats.no_decision += 1
             self._idle_s = min(self._backoff.max_s, _retry_after(response) or self.poll_interval_s)
@@ -347,18 +340,13 @@ class SetpointPoller:
         return decision
 
     def _decode(self, response: httpx.Response) -> PolledDecision:
+        """Check the answer with the decision codec (`optimizer.decision.validate`: no line
+        spec needed); `DecisionCodecError` is a `ValueError`."""
         body = response.json()
-        if not isinstance(body, dict):
-            raise ValueError("expected a JSON object")
-        version = body.get("version")
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise ValueError("version: expected an integer")
+        data = validate(body)
+        version = data["version"]
         etag = response.headers.get("ETag") or f'"{version}"'
-        setpoints = _parse_setpoints(body.get("setpoints"))
-        applied = body.get("applied", True)
-        if not isinstance(applied, bool):
-            raise ValueError("applied: expected true or false")
-        return PolledDecision(version, etag, setpoints, body, time.time(), applied)
+        return PolledDecision(version, etag, data["setpoints"], body, time.time(), data["applied"])
 
     def _flush_ack(self) -> None:
         """POST the pending acknowledgement; kept for the next round if the server is away."""

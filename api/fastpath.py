@@ -12,16 +12,18 @@ FastAPI route, which stays the documented definition of the endpoint (OpenAPI, 4
 
 The answers are the route's, byte for byte: the cached body and strong ETag of the current
 version (`Published`), `Cache-Control: no-cache`, 304 when `If-None-Match` names the current
-version, 429 with `Retry-After` past the key's rate limit (the same `RateLimiter` as the routes).
+version, 429 with `Retry-After` past the key's rate limit (the same `RateLimiter` as the routes),
+400 for two `Authorization` headers (as the routes and `api.guard` answer).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from linetwin.api.auth import RateLimiter, rate_limit_detail
+from linetwin.api.auth import AMBIGUOUS_AUTH, RateLimiter, rate_limit_detail
 from linetwin.api.keys import PERMISSIONS, KeyStore, Permission
 from linetwin.api.runtime import Published, Runtime
 
@@ -30,6 +32,7 @@ Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
 PATH = "/v1/setpoints"
+_AMBIGUOUS = json.dumps({"detail": AMBIGUOUS_AUTH}).encode()
 _READERS = frozenset(role for role, allowed in PERMISSIONS.items() if Permission.READ in allowed)
 
 
@@ -69,6 +72,9 @@ class SetpointFastPath:
         authorization = if_none_match = None
         for name, value in scope["headers"]:
             if name == b"authorization":
+                if authorization is not None:
+                    await _send(send, 400, [], _AMBIGUOUS, json=True)
+                    return True
                 authorization = value
             elif name == b"if-none-match":
                 if_none_match = value

@@ -26,6 +26,7 @@ from typing import Any
 from linetwin.api.audit import AuditLog
 from linetwin.api.errors import UsageError
 from linetwin.api.storage import ConflictError, NotFoundError, Storage, StorageValueError
+from linetwin.api.text import check_text
 
 KEY_PREFIX = "lt_"
 KEY_ID_LENGTH = len(KEY_PREFIX) + 8
@@ -143,12 +144,17 @@ class KeyStore:
         self.cache_size = cache_size
         # key -> (data version it was read at, (key id, role)); see `authenticate`.
         self._cache: dict[str, tuple[int, tuple[str, Role]]] = {}
+        self._active: dict[str, tuple[int, bool]] = {}  # key id -> (data version, active)
 
     def create(self, role: Role | str, label: str = "", *, actor: str, reason: str = "") -> NewKey:
         """Create a key for `role`; return it with its plaintext, which is not stored."""
         role = parse_role(role)
-        if not isinstance(label, str) or len(label) > 200 or not label.isprintable():
+        if not isinstance(label, str) or len(label) > 200:
             raise StorageValueError("key label: expected printable text of at most 200 chars")
+        try:
+            check_text(label, "key label")
+        except ValueError as exc:
+            raise StorageValueError(str(exc)) from None
         for _ in range(5):  # a clash of 48-bit ids is rare; draw again if it happens
             key = KEY_PREFIX + secrets.token_urlsafe(32)
             info = KeyInfo(key[:KEY_ID_LENGTH], role, label, self.storage.clock(), None)
@@ -185,6 +191,20 @@ class KeyStore:
                 self._cache.clear()
             self._cache[key] = (version, found)
         return found
+
+    def is_active(self, key_id: str) -> bool:
+        """Whether key `key_id` exists and is not revoked (a long-lived request asks again
+        every few seconds). Cached like `authenticate`: reused while the data version holds."""
+        version = self.storage.data_version()
+        hit = self._active.get(key_id)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        info = self.get(key_id)
+        active = info is not None and info.active
+        if len(self._active) >= self.cache_size:
+            self._active.clear()
+        self._active[key_id] = (version, active)
+        return active
 
     def _lookup(self, key: str) -> tuple[str, Role] | None:
         with self.storage.read("authenticate api key") as con:

@@ -1,4 +1,9 @@
-"""Prometheus metrics of one service process (a registry of its own, not the global one)."""
+"""Prometheus metrics of one service process (registries of its own, not the global one).
+
+The series labelled with client key ids (`linetwin_ack_age_seconds`, `linetwin_client_silent`)
+are in a registry of their own, `Metrics.clients`: `/metrics` shows them only to a caller with
+a key that may read.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +20,18 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 class _AckAges(Collector):
     """`linetwin_ack_age_seconds{client}`: seconds since each client's last acknowledgement;
-    `linetwin_client_silent{client}`: 1 when that age exceeds `silent_after_s`, else 0;
-    `linetwin_silent_clients`: how many are silent."""
+    `linetwin_client_silent{client}`: 1 when that age exceeds `silent_after_s`, else 0. The
+    labels are API key ids: shown only to a caller with a key (`Metrics.render`)."""
 
     def __init__(self, acks: Callable[[], list[AckRecord]], silent_after_s: float) -> None:
         self._acks = acks
         self.silent_after_s = silent_after_s
+
+    def records(self) -> list[AckRecord]:
+        try:
+            return self._acks()
+        except StorageError:  # closed or unreadable storage: no samples, not a failed scrape
+            return []
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -28,24 +39,30 @@ class _AckAges(Collector):
             "Seconds since the client's last acknowledgement.",
             labels=["client"],
         )
-        try:
-            records = self._acks()
-        except StorageError:  # closed or unreadable storage: no samples, not a failed scrape
-            records = []
         silent = GaugeMetricFamily(
             "linetwin_client_silent",
             "1 when the client's last acknowledgement is older than the silence threshold.",
             labels=["client"],
         )
-        for r in records:
+        for r in self.records():
             family.add_metric([r.client], r.age_s)
             silent.add_metric([r.client], float(r.age_s > self.silent_after_s))
         yield family
         yield silent
+
+
+class _SilentCount(Collector):
+    """`linetwin_silent_clients`: how many clients are silent (no labels: shown to anyone)."""
+
+    def __init__(self, ages: _AckAges) -> None:
+        self._ages = ages
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        limit = self._ages.silent_after_s
         yield GaugeMetricFamily(
             "linetwin_silent_clients",
             "Clients whose last acknowledgement is older than the silence threshold.",
-            value=float(sum(r.age_s > self.silent_after_s for r in records)),
+            value=float(sum(r.age_s > limit for r in self._ages.records())),
         )
 
 
@@ -88,8 +105,13 @@ class Metrics:
         self.sse_clients = Gauge(
             "linetwin_state_stream_clients", "Open /v1/state/stream connections.", registry=r
         )
-        r.register(_AckAges(acks, silent_after_s))
+        ages = _AckAges(acks, silent_after_s)
+        r.register(_SilentCount(ages))
+        self.clients = CollectorRegistry()
+        self.clients.register(ages)
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+    def render(self, clients: bool = True) -> bytes:
+        """The Prometheus text exposition of every metric; without `clients`, leave out the
+        series labelled with client key ids."""
+        text = generate_latest(self.registry)
+        return text + generate_latest(self.clients) if clients else text

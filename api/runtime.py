@@ -6,11 +6,16 @@ cycle every `period_s` of line time; after each publish it caches the decision's
 (`wait_newer_async`, which never blocks the event loop).
 
 Engineers' changes of plant behaviour (approve, reject, override, release, rollback, objective,
-mode) each write one audit record. Setpoints an engineer sends (override, rollback) go through
-the controller's guard like the optimizer's: limits, grid, one `max_step` per publish. Held
-overrides lock their stations in the optimizer and keep ramping, one guarded step per cycle,
-until they reach their target. The mode, the objective and the held overrides are restored
-from the audit log on start (the mode only when the settings do not name one).
+mode) are the controller's methods (`optimizer.controller`); the runtime validates the request,
+calls the method and writes the change's audit record from the method's `record` callback: for
+changes that publish, inside the same storage transaction as the decision. Setpoints an
+engineer sends (override, rollback) go through the controller's guard like the optimizer's;
+held overrides keep ramping inside the controller's cycles (one publish per cycle). The mode,
+the objective and the held overrides are restored from the audit log on start (the mode only
+when the settings do not name one).
+
+`clock` (wall time, s since the epoch) is injectable: the controller's staleness check, the
+readiness check, acknowledgement ages and decision times all read it.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import json
 import math
 import threading
 import time
-import uuid
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,9 +41,11 @@ from linetwin.api.recording import RunRecorder
 from linetwin.api.settings import Settings
 from linetwin.api.storage import DecisionRecord, Storage, StorageError, database_path
 from linetwin.models.dataset import recent_throughput
-from linetwin.models.surrogate import Surrogate, derived_kpis
-from linetwin.optimizer.controller import Controller, Decision, Mode
-from linetwin.optimizer.errors import OptimizerError
+from linetwin.models.estimate import kpi_samples
+from linetwin.models.surrogate import Surrogate
+from linetwin.optimizer import errors as optimizer_errors
+from linetwin.optimizer.controller import Controller, Held
+from linetwin.optimizer.decision import Decision, Mode
 from linetwin.optimizer.problem import Objective
 from linetwin.twin.kpi import Kpis, window_kpis
 from linetwin.twin.params import compile_params
@@ -99,11 +106,20 @@ class Published:
 class Runtime:
     """Run the twin, the controller and the storage of one line; see the module docstring.
 
-    `model` is the loaded surrogate (`models.checkpoint.load(model_dir, spec)`).
+    `model` is the loaded surrogate (`models.checkpoint.load(model_dir, spec)`); `clock` gives
+    wall time, s since the epoch (tests pass a fake one instead of sleeping).
     """
 
-    def __init__(self, settings: Settings, spec: LineSpec, model: Surrogate) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        spec: LineSpec,
+        model: Surrogate,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self.spec = spec
         self.model = model
         self.params = compile_params(spec)
@@ -113,7 +129,7 @@ class Runtime:
             raise ApiError(
                 f"{settings.data_dir}: cannot create the data directory: {exc.strerror or exc}"
             ) from None
-        self.storage = Storage(database_path(settings.data_dir), spec)
+        self.storage = Storage(database_path(settings.data_dir), spec, clock=clock)
         try:
             self.audit = AuditLog(self.storage)
             self.keys = KeyStore(self.storage)
@@ -130,7 +146,7 @@ class Runtime:
             self.twin = RealtimeTwin(
                 Twin(spec, 1, seed=settings.seed), settings.tick_s, settings.speed
             )
-            self.controller = Controller(
+            self.controller: Controller[DecisionRecord] = Controller(
                 spec,
                 model,
                 self.storage,
@@ -138,11 +154,11 @@ class Runtime:
                 objective=objective,
                 budget_s=settings.budget_s,
                 apply=self._apply,
+                clock=clock,
+                held=None if restored_held is None else restored_held["held"],
+                on_publish=self._on_publish,
+                plant_setpoints=self.running,
             )
-            self.overrides: dict[str, dict[str, float]] = (
-                {} if restored_held is None else dict(restored_held["held"])
-            )
-            self.controller.locked = tuple(self.overrides)
             latest = self.storage.latest_record()
         except BaseException:
             self.storage.close()
@@ -152,7 +168,6 @@ class Runtime:
         self._async_waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
         self._mode_lock = threading.Lock()
         self._change_lock = threading.Lock()  # engineers' changes, one at a time
-        self._ramping = bool(self.overrides)
         self.last_recent: float | None = None
         """Good parts/h over the last controller period (the last cycle's input), or None."""
         n_hist = math.ceil(settings.kpi_window_max_s / settings.tick_s) + 2
@@ -179,7 +194,7 @@ class Runtime:
             raise ApiError("the runtime is already started")
         if self.settings.record is not None:
             self.recorder = RunRecorder(self.twin, self.settings.record, seed=self.settings.seed)
-        self._started_at = time.time()
+        self._started_at = self.clock()
         sub = self.twin.subscribe(maxsize=256)
         first = self.twin.twin.snapshot()
         self._thread = threading.Thread(
@@ -239,7 +254,7 @@ class Runtime:
                 history.append(queued)
                 self._keep(queued)
                 snap = queued
-            received = time.time()
+            received = self.clock()
             while len(history) > 1 and history[1].time_s <= snap.time_s - period:
                 history.popleft()
             if snap.time_s - last_cycle_line_s < period - 1e-9:
@@ -272,11 +287,7 @@ class Runtime:
         t0 = time.perf_counter()
         self.last_recent = recent
         try:
-            decision = self.controller.cycle(snap, recent, received)
-            record = self.storage.latest_record()
-            if self._ramping and self.overrides:
-                self._step_overrides()
-                record = self.storage.latest_record()
+            decision = self.controller.cycle(snap, recent, received)  # cached by _on_publish
         except Exception as exc:  # keep looping; readyz reports the stale cycle
             self.cycle_error = exc
             self.metrics.cycle_errors.inc()
@@ -285,9 +296,7 @@ class Runtime:
         self.metrics.cycles.inc()
         self.metrics.cycle_seconds.observe(time.perf_counter() - t0)
         self._count(decision)
-        self.last_cycle_at = time.time()
-        if record is not None:
-            self._publish(Published.of(record))
+        self.last_cycle_at = self.clock()
 
     def _count(self, decision: Decision) -> None:
         if decision.fallback:
@@ -299,6 +308,20 @@ class Runtime:
     def current(self) -> Published | None:
         """The newest published decision, encoded; None before the first."""
         return self._current
+
+    def _on_publish(self, decision: Decision, stored: DecisionRecord) -> None:
+        """The controller published `decision` (stored as `stored`): cache it, wake pollers."""
+        self._publish(Published.of(stored))
+
+    def _published(self, decision: Decision) -> Published:
+        """The cached encoding of `decision` (read back only when a newer one came first)."""
+        current = self._current
+        if current is not None and current.version == decision.version:
+            return current
+        record = self.storage.decision(decision.version)
+        if record is None:
+            raise ApiError(f"decision {decision.version} was published but is not stored")
+        return Published.of(record)
 
     def _publish(self, published: Published) -> None:
         with self._cond:
@@ -362,14 +385,22 @@ class Runtime:
     def set_mode(self, mode: Mode | str, *, actor: str, reason: str) -> tuple[Mode, AuditRecord]:
         """Switch the controller's mode (bumpless into closed) and audit it; return the old
         mode and the audit record."""
-        new = Mode(mode)
-        with self._mode_lock:
-            old = self.controller.mode
-            record = self.audit.append(
-                actor, "mode.change", old={"mode": str(old)}, new={"mode": str(new)}, reason=reason
+        audit: list[AuditRecord] = []
+
+        def note(old: Mode, new: Mode) -> None:
+            audit.append(
+                self.audit.append(
+                    actor,
+                    "mode.change",
+                    old={"mode": str(old)},
+                    new={"mode": str(new)},
+                    reason=reason,
+                )
             )
-            self.controller.set_mode(new, self.twin.twin.setpoints[0])
-        return old, record
+
+        with self._mode_lock:
+            old = self.controller.set_mode(Mode(mode), record=note)
+        return old, audit[0]
 
     # -- the audit log as memory -----------------------------------------------------------
     def _last_audit(self, *actions: str) -> Any:
@@ -392,12 +423,9 @@ class Runtime:
         snap = self.twin.latest
         return snap if snap is not None else self.twin.twin.snapshot()
 
-    def _publish_decision(self) -> Published:
-        record = self.storage.latest_record()
-        assert record is not None
-        published = Published.of(record)
-        self._publish(published)
-        return published
+    def _line_time(self) -> float:
+        snap = self.twin.latest
+        return float(snap.time_s if snap is not None else self.twin.twin.time_s)
 
     def approve(
         self, decision_id: str, *, actor: str, reason: str
@@ -405,92 +433,59 @@ class Runtime:
         """Apply the pending advisory decision `decision_id` through `Controller.approve`
         (which re-checks it with the guard) and audit it: the decision and its audit record
         are committed together, then published."""
-        # Lock order as in the controller's cycle: its lock, then the storage's write lock.
-        with self._change_lock, self.controller._lock, self.storage.write("approve"):
-            pending = self.controller.pending
-            if self.controller.mode is not Mode.ADVISORY:
-                raise StateConflictError(f"approvals need advisory mode (mode is {self.mode})")
-            if pending is None or pending.id != decision_id:
-                raise StateConflictError(self._pending_text(decision_id, pending))
+        audit: list[AuditRecord] = []
+
+        def note(approved: Decision, pending: Decision) -> None:
             old = self.current
-            try:
-                approved = self.controller.approve(decision_id, self.running())
-            except OptimizerError as exc:  # it stopped pending meanwhile
-                raise StateConflictError(str(exc)) from None
-            record = self.audit.append(
-                actor,
-                "decision.approve",
-                old={"version": None if old is None else old.version, "pending": pending.id},
-                new={
-                    "version": approved.version,
-                    "id": approved.id,
-                    "setpoints": approved.setpoint_mapping(self.spec),
-                    "reasons": list(approved.reasons),
-                },
-                reason=reason,
+            audit.append(
+                self.audit.append(
+                    actor,
+                    "decision.approve",
+                    old={"version": None if old is None else old.version, "pending": pending.id},
+                    new={
+                        "version": approved.version,
+                        "id": approved.id,
+                        "setpoints": approved.setpoint_mapping(self.spec),
+                        "reasons": list(approved.reasons),
+                    },
+                    reason=reason,
+                )
             )
-        return self._publish_decision(), record
+
+        with self._change_lock, _conflicts():
+            approved = self.controller.approve(
+                decision_id, within=self.storage.write("approve"), record=note
+            )
+        return self._published(approved), audit[0]
 
     def reject(self, decision_id: str, *, actor: str, reason: str) -> AuditRecord:
         """Drop the pending advisory decision `decision_id` (the plant keeps what it runs)."""
-        with self._change_lock, self.controller._lock:
-            pending = self.controller.pending
-            if self.controller.mode is not Mode.ADVISORY:
-                raise StateConflictError(f"rejections need advisory mode (mode is {self.mode})")
-            if pending is None or pending.id != decision_id:
-                raise StateConflictError(self._pending_text(decision_id, pending))
-            record = self.audit.append(
-                actor,
-                "decision.reject",
-                old={"pending": pending.id, "version": pending.version},
-                new={"pending": None},
-                reason=reason,
+        audit: list[AuditRecord] = []
+
+        def note(pending: Decision) -> None:
+            audit.append(
+                self.audit.append(
+                    actor,
+                    "decision.reject",
+                    old={"pending": pending.id, "version": pending.version},
+                    new={"pending": None},
+                    reason=reason,
+                )
             )
-            self.controller.pending = None
-        return record
 
-    @staticmethod
-    def _pending_text(decision_id: str, pending: Decision | None) -> str:
-        if pending is None:
-            return f"no decision is pending (asked for {decision_id!r})"
-        return f"decision {decision_id!r} is not the pending one ({pending.id!r})"
+        with self._change_lock, _conflicts():
+            self.controller.reject(decision_id, record=note)
+        return audit[0]
 
-    def _guarded_publish(self, proposal: np.ndarray, why: str) -> tuple[Decision, list[str]]:
-        """Publish `proposal` through the guard as an applied decision; the caller holds the
-        controller's lock and a storage write transaction."""
-        c = self.controller
-        running = self.running()
-        result = c.guard.check(proposal, running)
-        reasons = [why, *(str(r) for r in result.reasons)]
-        snap = self.twin.latest
-        decision = Decision(
-            id=uuid.uuid4().hex,
-            version=self.storage.next_version(),
-            line_time_s=float(snap.time_s if snap is not None else self.twin.twin.time_s),
-            created_at=c.clock(),
-            mode=c.mode,
-            setpoints=result.setpoints,
-            target=result.target,
-            predicted={},
-            status=why,
-            gap=None,
-            solve_seconds=0.0,
-            reasons=tuple(reasons),
-            fallback=result.fallback,
-            applied=not result.fallback,
-        )
-        self.storage.publish(decision)
-        if c.pending is not None:  # a recommendation made before this is stale now
-            c.pending = None
-        return decision, reasons
+    @property
+    def pending(self) -> Decision | None:
+        """The advisory recommendation awaiting approval, or None."""
+        return self.controller.pending
 
-    def _held_proposal(self, base: np.ndarray) -> np.ndarray:
-        out = np.array(base, dtype=float, copy=True)
-        names = [st.name for st in self.spec.stations]
-        for station, entries in self.overrides.items():
-            for name, value in entries.items():
-                out[names.index(station), SETPOINT_NAMES.index(name)] = value
-        return out
+    @property
+    def overrides(self) -> Held:
+        """The held overrides `{station: {setpoint: value}}` (a copy)."""
+        return self.controller.held
 
     def override(
         self, values: dict[str, dict[str, float]], *, actor: str, reason: str
@@ -500,54 +495,54 @@ class Runtime:
         errors = self.check_values(values)
         if errors:
             raise InvalidInputError(errors)
-        with self._change_lock, self.controller._lock, self.storage.write("override"):
-            old = {k: dict(v) for k, v in self.overrides.items()}
-            held = {k: dict(v) for k, v in old.items()}
-            for station, entries in values.items():
-                held.setdefault(station, {}).update({k: float(v) for k, v in entries.items()})
-            self.overrides = held
-            decision, reasons = self._guarded_publish(
-                self._held_proposal(self.running()), "override"
-            )
-            self.controller.locked = tuple(held)
-            record = self.audit.append(
-                actor,
-                "override.set",
-                old={"held": old},
-                new={
-                    "held": held,
-                    "version": decision.version,
-                    "setpoints": decision.setpoint_mapping(self.spec),
-                    "reasons": reasons,
-                },
-                reason=reason,
-            )
-            self._ramping = "ramped" in reasons
-        self._apply(decision.setpoints)
-        return self._publish_decision(), record
+        audit: list[AuditRecord] = []
 
-    def _step_overrides(self) -> None:
-        """One more guarded step toward the held overrides (after a cycle), until reached."""
-        with self.controller._lock, self.storage.write("override step"):
-            decision, reasons = self._guarded_publish(
-                self._held_proposal(self.running()), "override"
+        def note(decision: Decision, old: Held, held: Held) -> None:
+            audit.append(
+                self.audit.append(
+                    actor,
+                    "override.set",
+                    old={"held": old},
+                    new={
+                        "held": held,
+                        "version": decision.version,
+                        "setpoints": decision.setpoint_mapping(self.spec),
+                        "reasons": list(decision.reasons),
+                    },
+                    reason=reason,
+                )
             )
-            self._ramping = "ramped" in reasons
-        self._apply(decision.setpoints)
+
+        with self._change_lock:
+            decision = self.controller.override(
+                values,
+                line_time_s=self._line_time(),
+                within=self.storage.write("override"),
+                record=note,
+            )
+        return self._published(decision), audit[0]
 
     def release(self, station: str, *, actor: str, reason: str) -> AuditRecord:
         """Stop holding the override of `station`: the controller decides it again."""
-        with self._change_lock, self.controller._lock:
-            if station not in self.overrides:
-                raise NotHeldError(f"no override holds station {station!r}")
-            old = {k: dict(v) for k, v in self.overrides.items()}
-            held = {k: v for k, v in old.items() if k != station}
-            record = self.audit.append(
-                actor, "override.release", old={"held": old}, new={"held": held}, reason=reason
+        audit: list[AuditRecord] = []
+
+        def note(old: Held, held: Held) -> None:
+            audit.append(
+                self.audit.append(
+                    actor,
+                    "override.release",
+                    old={"held": old},
+                    new={"held": held},
+                    reason=reason,
+                )
             )
-            self.overrides = held
-            self.controller.locked = tuple(held)
-        return record
+
+        with self._change_lock:
+            try:
+                self.controller.release(station, record=note)
+            except optimizer_errors.NotHeldError as exc:
+                raise NotHeldError(str(exc)) from None
+        return audit[0]
 
     def rollback(self, version: int, *, actor: str, reason: str) -> tuple[Published, AuditRecord]:
         """Publish the setpoints of decision `version` again, through the guard (held
@@ -564,30 +559,38 @@ class Runtime:
                 ]
             )
         earlier = self.storage.to_decision(stored)
-        with self._change_lock, self.controller._lock, self.storage.write("rollback"):
+        audit: list[AuditRecord] = []
+
+        def note(decision: Decision) -> None:
             old = self.current
-            decision, reasons = self._guarded_publish(
-                self._held_proposal(earlier.setpoints), "rollback"
+            audit.append(
+                self.audit.append(
+                    actor,
+                    "decision.rollback",
+                    old={"version": None if old is None else old.version},
+                    new={
+                        "to_version": version,
+                        "version": decision.version,
+                        "setpoints": decision.setpoint_mapping(self.spec),
+                        "reasons": list(decision.reasons),
+                    },
+                    reason=reason,
+                )
             )
-            record = self.audit.append(
-                actor,
-                "decision.rollback",
-                old={"version": None if old is None else old.version},
-                new={
-                    "to_version": version,
-                    "version": decision.version,
-                    "setpoints": decision.setpoint_mapping(self.spec),
-                    "reasons": reasons,
-                },
-                reason=reason,
+
+        with self._change_lock:
+            decision = self.controller.rollback(
+                earlier.setpoints,
+                line_time_s=self._line_time(),
+                within=self.storage.write("rollback"),
+                record=note,
             )
-        self._apply(decision.setpoints)
-        return self._publish_decision(), record
+        return self._published(decision), audit[0]
 
     @property
     def ramping(self) -> bool:
         """Whether held overrides are still ramping toward their targets."""
-        return self._ramping
+        return self.controller.ramping
 
     @property
     def objective(self) -> Objective:
@@ -599,13 +602,18 @@ class Runtime:
         """Replace the objective (used from the next cycle on); `ProblemError` names a bad
         field."""
         new = Objective(**values)
-        with self._change_lock, self.controller._lock:
-            old = self.controller.objective
-            record = self.audit.append(
-                actor, "objective.change", old=asdict(old), new=asdict(new), reason=reason
+        audit: list[AuditRecord] = []
+
+        def note(old: Objective, new: Objective) -> None:
+            audit.append(
+                self.audit.append(
+                    actor, "objective.change", old=asdict(old), new=asdict(new), reason=reason
+                )
             )
-            self.controller.objective = new
-        return old, record
+
+        with self._change_lock:
+            old = self.controller.set_objective(new, record=note)
+        return old, audit[0]
 
     # -- what-if and KPIs ------------------------------------------------------------------
     def candidate_arrays(
@@ -633,16 +641,12 @@ class Runtime:
         recent = self.last_recent if self.last_recent is not None else 0.0
         state = schema.state_features(snap, np.array([recent]))[:1]
         x = schema.setpoint_features(setpoints)
-        pred = model.predict_batched(state, x)
-        kpis = derived_kpis(self.spec.economics, pred.members)
-        scale = float(np.mean(model.band_scale[:3]))
+        samples = kpi_samples(model, self.spec, state, x)
         ood = model.ood_score(state, x)
-        out = []
-        for j in range(setpoints.shape[0]):
-            k = {n: (float(v[:, j].mean()), float(v[:, j].std() * scale)) for n, v in kpis.items()}
-            k["energy_kwh_per_hour"] = (float(pred.mean[j, 2]), float(pred.std[j, 2]))
-            out.append(Surrogated(k, float(ood[j]), bool(ood[j] <= model.ood_threshold)))
-        return out
+        return [
+            Surrogated(samples.estimate(j), float(ood[j]), bool(ood[j] <= model.ood_threshold))
+            for j in range(setpoints.shape[0])
+        ]
 
     def twin_whatif(
         self, snap: Snapshot, setpoints: np.ndarray, seeds: int, hours: float, seed: int
@@ -735,7 +739,7 @@ class Runtime:
         if since is None or self.stopped:
             checks["last_cycle_recent"] = (False, "controller not running")
         else:
-            age = time.time() - since
+            age = self.clock() - since
             ok = age <= limit
             what = "last cycle" if self.last_cycle_at is not None else "start, no cycle yet,"
             detail = f"{what} {age:.1f} s ago (limit {limit:.1f} s)"
@@ -743,6 +747,15 @@ class Runtime:
                 detail += f"; last error: {self.cycle_error!r}"
             checks["last_cycle_recent"] = (ok, detail)
         return checks
+
+
+@contextlib.contextmanager
+def _conflicts() -> Iterator[None]:
+    """Turn the controller's state errors (nothing pending, wrong mode) into 409s."""
+    try:
+        yield
+    except optimizer_errors.StateError as exc:
+        raise StateConflictError(str(exc)) from None
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

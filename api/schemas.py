@@ -4,10 +4,35 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from linetwin.api.text import check_text
 
 FiniteNumber = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 ModeName = Literal["closed", "advisory", "manual"]
+MAX_STATIONS = 500
+"""Most stations one value map in a request may name (acknowledgement, override, candidate)."""
+MAX_SETPOINTS = 8
+"""Most setpoints one station's entry in a value map may name."""
+MAX_CANDIDATES = 64
+"""Most candidates one what-if request may evaluate."""
+
+
+def _reason(text: str) -> str:
+    return check_text(text, "reason")
+
+
+Reason = Annotated[
+    str,
+    Field(min_length=1, max_length=1000, description="Why (audited)."),
+    AfterValidator(_reason),
+]
+"""An audited reason: 1 to 1000 characters, no control, bidi or line-break characters."""
+SetpointValues = Annotated[
+    dict[str, Annotated[dict[str, FiniteNumber], Field(max_length=MAX_SETPOINTS)]],
+    Field(max_length=MAX_STATIONS),
+]
+"""`{station: {setpoint: value}}`: at most `MAX_STATIONS` stations of `MAX_SETPOINTS` each."""
 
 
 class _Strict(BaseModel):
@@ -57,7 +82,7 @@ class AckIn(_Strict):
     """What a control system applied: the decision's version and the values actually set."""
 
     version: Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
-    values: dict[str, dict[str, FiniteNumber]] = Field(
+    values: SetpointValues = Field(
         description="{station: {setpoint: value}} as applied, inside the line's limits."
     )
 
@@ -103,9 +128,7 @@ class ModeOut(BaseModel):
 
 class ModeIn(_Strict):
     mode: ModeName
-    reason: Annotated[str, Field(min_length=1, max_length=1000)] = Field(
-        description="Why (recorded in the audit log)."
-    )
+    reason: Reason = Field(description="Why (recorded in the audit log).")
 
 
 class ModeChangeOut(BaseModel):
@@ -149,10 +172,9 @@ class Readiness(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
-
-
-Reason = Annotated[str, Field(min_length=1, max_length=1000, description="Why (audited).")]
-SetpointValues = dict[str, dict[str, FiniteNumber]]
+    code: str | None = Field(
+        default=None, description="A machine-readable condition (`no_decision`), when any."
+    )
 
 
 class ReasonIn(_Strict):
@@ -232,8 +254,8 @@ class WhatIfTwinIn(_Strict):
 
 
 class WhatIfIn(_Strict):
-    candidates: Annotated[list[SetpointValues], Field(min_length=1, max_length=64)] = Field(
-        description="Candidate setpoints; what one leaves out stays as the plant runs it."
+    candidates: Annotated[list[SetpointValues], Field(min_length=1, max_length=MAX_CANDIDATES)] = (
+        Field(description="Candidate setpoints; what one leaves out stays as the plant runs it.")
     )
     twin: WhatIfTwinIn | None = Field(
         default=None, description="Also run forked twins (at most 8 candidates)."

@@ -81,6 +81,31 @@ class Settings(BaseModel):
         description="Longest KPI window, line s (the runtime keeps this much snapshot history).",
     )
 
+    max_body_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="Largest request body, bytes, of every route but what-if (413 past it).",
+    )
+    max_whatif_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest body of POST /v1/whatif, bytes."
+    )
+    max_errors: int = Field(
+        default=20, ge=1, description="Validation errors listed in a 422 (then 'and N more')."
+    )
+    max_streams_per_key: int = Field(
+        default=8,
+        ge=1,
+        description="Event streams and long polls one API key may hold open at once (429).",
+    )
+    key_recheck_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        allow_inf_nan=False,
+        description="Wall s between checks that the key of an open stream or long poll is "
+        "still active (a revoked key's requests end).",
+    )
+
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
         """Build settings from `environ` (default: `os.environ`) and flags (None: not given).

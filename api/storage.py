@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from linetwin.api.errors import ApiError
+from linetwin.optimizer.decision import Decision, decode, encode
+from linetwin.optimizer.errors import DecisionCodecError
 
 if TYPE_CHECKING:
-    from linetwin.optimizer.controller import Decision
     from linetwin.twin.spec import LineSpec
 
 DB_FILENAME = "linetwin.sqlite3"
@@ -154,7 +155,7 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 # -- records --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DecisionRecord:
-    """One stored decision: its columns and the published payload (`Decision.to_json`)."""
+    """One stored decision: its columns and the published payload (`decision.encode`)."""
 
     version: int
     id: str
@@ -414,15 +415,20 @@ class Storage:
             return int(con.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0])
 
     # -- decisions (the controller's DecisionStore) ----------------------------------------
-    def publish(self, decision: Decision) -> None:
-        """Store `decision` as the next version (assigned here; see `publish_json`)."""
+    def publish(self, decision: Decision) -> DecisionRecord:
+        """Store `decision` as the next version (assigned here; see `publish_json`) and
+        return the stored record: its version and the payload as published."""
         spec = self._need_spec("publish a decision")
-        self.publish_json(decision.to_json(spec), spec_hash=spec.spec_hash())
+        try:
+            payload = encode(decision, spec)
+        except DecisionCodecError as exc:
+            raise StorageValueError(f"{self.path}: cannot publish: {exc}") from None
+        return self.publish_json(payload, spec_hash=spec.spec_hash())
 
     def publish_json(
         self, payload: Mapping[str, Any], spec_hash: str | None = None
     ) -> DecisionRecord:
-        """Store a decision payload (`Decision.to_json`) as the next version and return it.
+        """Store a decision payload (`decision.encode`) as the next version and return it.
 
         The version is assigned inside the write transaction, one more than the highest
         stored, and written into the payload's `version`: concurrent publishers get distinct,
@@ -444,7 +450,8 @@ class Storage:
         return DecisionRecord(version, *fields, spec_hash, text)
 
     def next_version(self) -> int:
-        """Return the version the next `publish` will assign, if no other publish comes first."""
+        """Return the version the next `publish` will assign, if no other publish comes first
+        (a read for tests and tools: publishers take the version `publish` returns)."""
         with self.read() as con:
             row = con.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM decisions").fetchone()
             return int(row[0])
@@ -491,10 +498,10 @@ class Storage:
                 f"(spec {record.spec_hash[:12]}, serving {spec.spec_hash()[:12]})"
             )
         try:
-            return _decode_decision(spec, record.payload)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return decode(record.payload, spec)
+        except DecisionCodecError as exc:
             raise StorageError(
-                f"{self.path}: decision {record.version}: malformed payload: {exc!r}"
+                f"{self.path}: decision {record.version}: malformed payload: {exc}"
             ) from None
 
     def _need_spec(self, what: str) -> LineSpec:
@@ -562,49 +569,3 @@ def _payload_fields(payload: Mapping[str, Any]) -> tuple[str, float, float, str]
         ):
             raise StorageValueError(f"decision payload: {name} must be a finite number")
     return ident, float(created), float(line_time), mode
-
-
-def _decode_decision(spec: LineSpec, payload: Mapping[str, Any]) -> Decision:
-    """Rebuild a `Decision` from its `to_json` payload (absent setpoints are 0, as published)."""
-    import numpy as np
-
-    from linetwin.optimizer.controller import Decision, Mode  # imports torch: only when asked
-    from linetwin.twin.spec import SETPOINT_NAMES
-
-    names = [s.name for s in spec.stations]
-
-    def array(mapping: Mapping[str, Mapping[str, float | None]]) -> np.ndarray:
-        out = np.zeros((len(names), len(SETPOINT_NAMES)))
-        for station, entries in mapping.items():
-            if station not in names:
-                raise ValueError(f"unknown station {station!r} for line {spec.name!r}")
-            for name, value in entries.items():
-                out[names.index(station), SETPOINT_NAMES.index(name)] = (
-                    math.nan if value is None else float(value)
-                )
-        return out
-
-    def number(value: float | None) -> float:
-        return math.nan if value is None else float(value)
-
-    target = payload["target"]
-    gap = payload["gap"]
-    return Decision(
-        id=str(payload["id"]),
-        version=int(payload["version"]),
-        line_time_s=float(payload["line_time_s"]),
-        created_at=float(payload["created_at"]),
-        mode=Mode(payload["mode"]),
-        setpoints=array(payload["setpoints"]),
-        target=None if target is None else array(target),
-        predicted={
-            k: (number(v["mean"]), number(v["std"])) for k, v in payload["predicted"].items()
-        },
-        status=str(payload["status"]),
-        gap=None if gap is None else float(gap),
-        solve_seconds=number(payload["solve_seconds"]),
-        reasons=tuple(str(r) for r in payload["reasons"]),
-        fallback=bool(payload["fallback"]),
-        applied=bool(payload["applied"]),
-        timings={k: number(v) for k, v in payload.get("timings", {}).items()},
-    )

@@ -10,6 +10,11 @@ after warm-up calls that compile and calibrate it, (c) the twin with 4096 scenar
 CPU threads numba uses. Ratios are twin over SimPy measured seconds apart in the same process,
 which is what survives on a shared machine; absolute rates drift with the machine's load.
 
+The targets (twin >= 10x SimPy for one scenario, >= 100x batched) are for the two-station and
+example lines. The varied line shows what the non-exponential laws cost: a gamma or lognormal
+part and a Weibull busy stretch need a few transcendental functions each (logs, a cosine,
+powers) where an exponential part needs one logarithm, so both the twin and SimPy slow down.
+
 It also checks the twin against ground truth at the benchmark's own settings: on the
 two-station exponential line, the throughput of the benchmarked runs against the exact
 continuous-time Markov chain (`tests/twin/ctmc.py`).

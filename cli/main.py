@@ -22,6 +22,7 @@ from linetwin.cli.common import (
     load_or_train,
     read_setpoints_file,
 )
+from linetwin.cli.plant import plant_group
 from linetwin.cli.poll import poll as poll_command
 from linetwin.cli.recording import recording_group
 from linetwin.cli.replay import replay_command
@@ -380,6 +381,7 @@ cli.add_command(serve_command)
 cli.add_command(poll_command)
 cli.add_command(replay_command)
 cli.add_command(calibrate_command)
+cli.add_command(plant_group)
 
 
 def main(argv: list[str] | None = None) -> None:

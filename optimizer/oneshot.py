@@ -15,7 +15,8 @@ import numpy as np
 
 from linetwin.models.dataset import recent_throughput
 from linetwin.models.device import torch_threads
-from linetwin.models.surrogate import Surrogate, derived_kpis
+from linetwin.models.estimate import kpi_estimate
+from linetwin.models.surrogate import Surrogate
 from linetwin.optimizer.exact import solve_exact
 from linetwin.optimizer.fast import Solution, solve_fast
 from linetwin.optimizer.pareto import pareto_front
@@ -27,7 +28,8 @@ from linetwin.twin.spec import LineSpec
 
 @dataclass(frozen=True)
 class OneShot:
-    """The answer: setpoints `(n_stations, 2)` and the solve that produced them."""
+    """The answer: setpoints `(n_stations, 2)`, the solve that produced them, and the KPI
+    estimates (mean, calibrated std: `models.estimate`) at them and at the nominal ones."""
 
     setpoints: np.ndarray
     solution: Solution
@@ -46,14 +48,6 @@ def nominal_state(
     now = twin.step(600.0)
     state = model.schema.state_features(now, recent_throughput(before, now))[0]
     return state, now.setpoints[0]
-
-
-def _kpis(
-    spec: LineSpec, model: Surrogate, state: np.ndarray, x: np.ndarray
-) -> dict[str, tuple[float, float]]:
-    pred = model.predict(state[None], x[None])
-    d = derived_kpis(spec.economics, pred.members)
-    return {k: (float(v.mean()), float(v.std())) for k, v in d.items()}
 
 
 def optimize_line(
@@ -87,7 +81,10 @@ def optimize_line(
             sol = solve_fast(model, problem, deadline_s=budget_s, starts=256, steps=80)
     setpoints = schema.setpoint_array(sol.setpoints[None], nominal[None])[0]
     return OneShot(
-        setpoints, sol, _kpis(spec, model, state, sol.setpoints), _kpis(spec, model, state, current)
+        setpoints,
+        sol,
+        kpi_estimate(model, spec, state, sol.setpoints),
+        kpi_estimate(model, spec, state, current),
     )
 
 

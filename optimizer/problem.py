@@ -33,13 +33,20 @@ class Objective:
         for name in ("good_weight", "scrap_weight", "energy_weight"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
-                raise ProblemError(f"objective.{name} must be a finite number >= 0, got {v}")
+                raise ProblemError(
+                    f"objective.{name} must be a finite number >= 0, got {v}", field=name
+                )
         cap = self.energy_cap_kwh_per_hour
         if cap is not None and not (math.isfinite(cap) and cap > 0):
-            raise ProblemError(f"objective.energy_cap_kwh_per_hour must be > 0, got {cap}")
+            raise ProblemError(
+                f"objective.energy_cap_kwh_per_hour must be > 0, got {cap}",
+                field="energy_cap_kwh_per_hour",
+            )
         rate = self.scrap_rate_cap
         if rate is not None and not (math.isfinite(rate) and 0 < rate < 1):
-            raise ProblemError(f"objective.scrap_rate_cap must be in (0, 1), got {rate}")
+            raise ProblemError(
+                f"objective.scrap_rate_cap must be in (0, 1), got {rate}", field="scrap_rate_cap"
+            )
 
     @classmethod
     def from_economics(cls, eco: Economics) -> Objective:

@@ -5,7 +5,8 @@ with `Layout.column_types()`) into `time_s (k,)` and the recording's columns `(k
 for `Recorder.write_block`. It checks every rule of the layout (a problem raises
 ImportCsvError naming the 1-based CSV line and the column), derives or fills what the log
 lacks, and keeps what the next block needs: the last time, the last cumulative counts, the
-derived failure and energy counters.
+derived failure and energy counters. A block that fails leaves that state as it was, so a
+caller may drop the block and go on with the next (the plant-data route does).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from linetwin.replay.csv_layout import STATUS_VALUES, Layout, csv_error
+from linetwin.replay.errors import ReplayError
 from linetwin.twin import layout as L
 
 _TOL = 1e-9  # relative slack on setpoint limits, for values written with rounding
@@ -55,8 +57,24 @@ class BlockConverter:
 
     # ------------------------------------------------------------------ helpers
 
+    def error(self, row: int, column: str | None, problem: str) -> ReplayError:
+        """Build the error for `problem` at 0-based `row` of the block being converted and
+        `column` (None: the whole row); here ImportCsvError naming the CSV line."""
+        return csv_error(self.source, self.rows + row + 2, column, problem)
+
     def _fail(self, row: int, column: str | None, problem: str) -> NoReturn:
-        raise csv_error(self.source, self.rows + row + 2, column, problem)
+        raise self.error(row, column, problem)
+
+    _CARRIED: tuple[str, ...] = (
+        *("rows", "first_time", "last_time", "start_timestamp", "_t0"),
+        *("_down", "_failures", "_energy", "_power"),
+    )
+
+    def _save(self) -> dict[str, Any]:
+        """Return the state carried between blocks (arrays are replaced, never changed)."""
+        saved = {name: getattr(self, name) for name in self._CARRIED}
+        saved["_prev"] = dict(self._prev)
+        return saved
 
     def _first(self, mask: np.ndarray, cols: Sequence[str | None]) -> tuple[int, int] | None:
         """Return (row, column index) of the first True of `mask (k, m)`, row-major."""
@@ -149,7 +167,18 @@ class BlockConverter:
     # ------------------------------------------------------------------ the block
 
     def convert(self, batch: pa.RecordBatch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Check one block and return `time_s (k,)` and the recording columns `(k, 1, ...)`."""
+        """Check one block and return `time_s (k,)` and the recording columns `(k, 1, ...)`.
+
+        On any error the state carried to the next block is left as it was before the call.
+        """
+        saved = self._save()
+        try:
+            return self._convert(batch)
+        except BaseException:
+            self.__dict__.update(saved)
+            raise
+
+    def _convert(self, batch: pa.RecordBatch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         lay = self.layout.station
         t = self._time(batch)
         status = self._status(batch)
@@ -197,6 +226,29 @@ class BlockConverter:
             self.first_time = float(t[0])
         self.last_time = float(t[-1])
         return t, {name: a[:, None] for name, a in out.items()}
+
+    def peek_times(self, batch: pa.RecordBatch) -> np.ndarray:
+        """Return each row's time `(k,)` in s as `convert` would read it, checking and keeping
+        nothing: NaN where the cell is empty or does not parse (`convert` names those).
+
+        A `timestamp` log counts from the first timestamp converted so far, or else from the
+        first one of `batch` that parses.
+        """
+        arr = batch.column(self.index[self.layout.time_column])
+        if self.layout.time_column == "time_s":
+            return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+        out = np.full(batch.num_rows, math.nan)
+        t0 = self._t0
+        for r, text in enumerate(arr.to_pylist()):
+            try:
+                stamp = datetime.fromisoformat(text.strip()) if text is not None else None
+            except ValueError:
+                continue
+            if stamp is None or stamp.utcoffset() is None:
+                continue
+            t0 = stamp if t0 is None else t0
+            out[r] = ((stamp - t0) // timedelta(microseconds=1)) / 1e6
+        return out
 
     def _time(self, batch: pa.RecordBatch) -> np.ndarray:
         """Read the time column as seconds `(k,)`: finite and strictly increasing."""

@@ -4,8 +4,9 @@ For every point and policy: the setpoints chosen (optimizer policies run a real 
 in closed mode on the rebuilt snapshot, so the guard ramps from the recorded setpoints and
 its reasons are kept), the recorded setpoints, and the predicted KPI difference of the choice
 against the recorded setpoints, with its uncertainty (the ensemble members' paired
-differences, calibrated like the controller's predictions). Policies without a model of their
-own (recorded, nominal) are predicted with the reference model: the first optimizer policy's.
+differences, calibrated like the controller's predictions: `models.estimate`). Policies
+without a model of their own (recorded, nominal) are predicted with the reference model: the
+first optimizer policy's.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from linetwin.models.surrogate import Surrogate, derived_kpis
-from linetwin.optimizer.controller import Controller, MemoryStore, Mode
+from linetwin.models.estimate import kpi_samples
+from linetwin.models.surrogate import Surrogate
+from linetwin.optimizer.controller import Controller
+from linetwin.optimizer.decision import Decision, Mode
+from linetwin.optimizer.store import MemoryStore
 from linetwin.replay.errors import ReplayError
 from linetwin.replay.policies import Policy
 from linetwin.replay.scan import KPI_NAMES, Point
@@ -37,7 +41,7 @@ def replay_controller(
     running: np.ndarray,
     starts: int = REPLAY_STARTS,
     steps: int = REPLAY_STEPS,
-) -> Controller:
+) -> Controller[Decision]:
     """A controller of an optimizer `policy` for replay: closed mode, fixed solver work (no
     wall-clock deadline, so deterministic), no staleness check (snapshots are replayed, not
     live), the setpoints the plant ran (`running`) as its last-known-good."""
@@ -103,7 +107,7 @@ class DecisionReplayer:
         self.present = lp.present
         self.span = setpoint_spans(lp)
         self.starts, self.steps = starts, steps
-        self.controllers: dict[str, Controller] = {}  # made at the first point (see add)
+        self.controllers: dict[str, Controller[Decision]] = {}  # made at the first point (see add)
         self.rows = DecisionRows(
             predicted={k: [] for k in KPI_NAMES},
             diff={k: [] for k in KPI_NAMES},
@@ -165,11 +169,6 @@ class DecisionReplayer:
         schema = model.schema
         state = schema.state_features(point.snapshot, np.array([point.recent]))
         x = schema.setpoint_features(np.stack([setpoints, point.recorded]))
-        pred = model.predict(np.repeat(state, 2, axis=0), x)
-        kpis = derived_kpis(self.spec.economics, pred.members)  # (members, 2) each
-        scale = float(np.mean(model.band_scale[:3]))
-        out = {}
-        for k, v in kpis.items():
-            d = v[:, 0] - v[:, 1]
-            out[k] = (float(v[:, 0].mean()), float(d.mean()), float(d.std() * scale))
-        return out
+        samples = kpi_samples(model, self.spec, state, x)
+        chosen, diff = samples.estimate(0), samples.difference(0, 1)
+        return {k: (chosen[k][0], *diff[k]) for k in chosen}

@@ -18,3 +18,20 @@ class ImportCsvError(ReplayError):
         super().__init__(message)
         self.line = line
         self.column = column
+
+
+class PlantDataError(ReplayError):
+    """A batch of plant rows (JSON objects or CSV text) that breaks the plant-log layout.
+
+    `row` is the 1-based row within the batch (None for a problem of the columns or of the
+    whole batch) and `column` the column name (None for a problem of a whole row); `problem`
+    is the message without its `source: row N, column 'C': ` prefix.
+    """
+
+    def __init__(
+        self, message: str, *, row: int | None = None, column: str | None = None, problem: str = ""
+    ):
+        super().__init__(message)
+        self.row = row
+        self.column = column
+        self.problem = problem or message

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,7 @@ def _open_reader(
     Blocks hold at least a few rows' worth of text (a row is about as long as the header),
     since pyarrow refuses a row longer than a block.
     """
+    parse, convert = csv_options(layout)
     return pacsv.open_csv(
         str(path),
         read_options=pacsv.ReadOptions(
@@ -172,8 +174,17 @@ def _open_reader(
             column_names=list(layout.names),
             use_threads=True,
         ),
-        parse_options=pacsv.ParseOptions(ignore_empty_lines=False, newlines_in_values=False),
-        convert_options=pacsv.ConvertOptions(
+        parse_options=parse,
+        convert_options=convert,
+    )
+
+
+def csv_options(layout: Layout) -> tuple[pacsv.ParseOptions, pacsv.ConvertOptions]:
+    """Return pyarrow's CSV parse and convert options for the layout (types, empty cells,
+    flags): the CSV importer's and the plant-data route's."""
+    return (
+        pacsv.ParseOptions(ignore_empty_lines=False, newlines_in_values=False),
+        pacsv.ConvertOptions(
             column_types=layout.column_types(),
             null_values=[""],
             strings_can_be_null=True,
@@ -190,32 +201,39 @@ def diagnose(path: Path, layout: Layout, rows_before: int, exc: pa.ArrowInvalid)
     pyarrow names the column index but not the row; this rescans the file with the `csv`
     module (slow, but only on the error path) and checks that column's cells.
     """
-    source, n = str(path), len(layout.names)
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        return diagnose_lines(str(path), fh, layout, rows_before, exc)
+
+
+def diagnose_lines(
+    source: str, lines: Iterable[str], layout: Layout, rows_before: int, exc: pa.ArrowInvalid
+) -> ImportCsvError:
+    """`diagnose` on CSV text given as lines (header first), named `source` in the error."""
+    n = len(layout.names)
     m = re.search(r"CSV column #(\d+)", str(exc))
     col = layout.names[int(m.group(1))] if m else None
     types = layout.column_types()
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-        reader = csv.reader(fh)
-        next(reader, None)
-        end = 1
-        for row_no, row in enumerate(reader):
-            line, end = end + 1, reader.line_num
-            if row_no < rows_before or not row:
-                continue
-            if end != line:
-                return csv_error(
-                    source,
-                    line,
-                    None,
-                    "a quoted value spans lines; values must not hold line breaks",
-                )
-            if len(row) != n:
-                return csv_error(source, line, None, f"row has {len(row)} cells, the header {n}")
-            if col is not None and not _parses(row[layout.names.index(col)], types[col]):
-                value = row[layout.names.index(col)]
-                kind = {"double": "a number", "int64": "an integer", "bool": "true, false, 1 or 0"}
-                want = kind.get(str(types[col]), "UTF-8 text")
-                return csv_error(source, line, col, f"expected {want} (got {value!r})")
+    reader = csv.reader(lines)
+    next(reader, None)
+    end = 1
+    for row_no, row in enumerate(reader):
+        line, end = end + 1, reader.line_num
+        if row_no < rows_before or not row:
+            continue
+        if end != line:
+            return csv_error(
+                source,
+                line,
+                None,
+                "a quoted value spans lines; values must not hold line breaks",
+            )
+        if len(row) != n:
+            return csv_error(source, line, None, f"row has {len(row)} cells, the header {n}")
+        if col is not None and not _parses(row[layout.names.index(col)], types[col]):
+            value = row[layout.names.index(col)]
+            kind = {"double": "a number", "int64": "an integer", "bool": "true, false, 1 or 0"}
+            want = kind.get(str(types[col]), "UTF-8 text")
+            return csv_error(source, line, col, f"expected {want} (got {value!r})")
     return ImportCsvError(f"{source}: cannot parse the CSV file: {exc}", column=col)
 
 

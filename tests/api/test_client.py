@@ -185,7 +185,24 @@ def test_cli_errors_are_one_line(server: LiveServer, cli: Any) -> None:
 
 
 # -- against scripted answers --------------------------------------------------------------
-DECISION = {"version": 7, "setpoints": {"a": {"speed": 1.0}}, "mode": "closed"}
+DECISION: dict[str, Any] = {
+    "id": "d7",
+    "version": 7,
+    "line_time_s": 600.0,
+    "created_at": 1_700_000_000.0,
+    "mode": "closed",
+    "setpoints": {"a": {"speed": 1.0}},
+    "target": None,
+    "predicted": {},
+    "status": "optimal",
+    "gap": None,
+    "solve_seconds": 0.01,
+    "reasons": ["ok"],
+    "fallback": False,
+    "applied": True,
+    "timings": {},
+}
+"""A whole decision as the service sends it (the poller checks it with the decision codec)."""
 
 
 def scripted(handler: Callable[[httpx.Request], httpx.Response], **kw: Any) -> SetpointPoller:
@@ -271,17 +288,24 @@ def test_lost_ack_is_resent_and_refused_ack_is_dropped() -> None:
 def test_no_decision_yet_and_malformed_answers() -> None:
     poller = scripted(
         lambda r: httpx.Response(
-            503, json={"detail": "no decision published yet"}, headers={"Retry-After": "1"}
+            503,
+            json={"detail": "no decision published yet", "code": "no_decision"},
+            headers={"Retry-After": "1"},
         ),
         stale_after_s=0.01,
     )
     time.sleep(0.02)
     assert poller.poll_once() is None and poller.stats.no_decision == 1
     assert not poller.check_stale()  # the server answered
-    bad = scripted(lambda r: httpx.Response(200, json={"version": 8, "setpoints": {"a": 1}}))
-    with pytest.raises(TransientError, match="malformed"):
-        bad.poll_once()
-    assert bad.setpoints is None and bad.stats.errors == 1
+    for body in (
+        {**DECISION, "version": 8, "setpoints": {"a": 1}},
+        {k: v for k, v in DECISION.items() if k != "applied"},  # never applied by default
+        {"version": 8, "setpoints": {"a": {"speed": 1.0}}},
+    ):
+        bad = scripted(lambda r, body=body: httpx.Response(200, json=body))
+        with pytest.raises(TransientError, match="malformed answer: decision"):
+            bad.poll_once()
+        assert bad.setpoints is None and bad.stats.errors == 1
     busy = scripted(lambda r: httpx.Response(429, headers={"Retry-After": "3"}))
     with pytest.raises(TransientError) as info:
         busy.poll_once()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,9 +58,23 @@ class Svc:
         return records
 
 
-def make_runtime(two: LineSpec, model_dir: Path, data_dir: Path, **kw: Any) -> Runtime:
+class Clock:
+    """A wall clock the test moves by hand (s since the epoch)."""
+
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_runtime(
+    two: LineSpec, model_dir: Path, data_dir: Path, clock: Clock | None = None, **kw: Any
+) -> Runtime:
     settings = Settings.load({}, data_dir=data_dir, model_dir=model_dir, **kw)
-    return Runtime(settings, two, load(model_dir, two))
+    if clock is None:
+        return Runtime(settings, two, load(model_dir, two))
+    return Runtime(settings, two, load(model_dir, two), clock=clock)
 
 
 @pytest.fixture
@@ -179,6 +192,27 @@ def test_approve_flow(svc: Svc) -> None:
     assert rt.audit.verify().ok
 
 
+def test_a_cycle_publishes_its_record_without_reading_it_back(
+    svc: Svc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = svc.runtime
+    before = rt.current
+    assert before is not None
+
+    def no_reads(*args: object) -> None:
+        raise AssertionError("the stored record was read back")
+
+    for name in ("latest_record", "latest", "decision", "decisions"):
+        monkeypatch.setattr(rt.storage, name, no_reads)
+    svc.cycle()
+    monkeypatch.undo()
+    assert rt.cycle_error is None and rt.current is not None
+    assert rt.current.version == before.version + 1 and rt.pending is not None
+    stored = rt.storage.decision(rt.current.version)
+    assert stored is not None and stored.payload_json.encode() == rt.current.body
+    assert json.loads(rt.current.body)["id"] == rt.pending.id
+
+
 def test_approval_and_its_audit_record_commit_together(
     svc: Svc, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -261,9 +295,12 @@ def test_override_through_the_guard(svc: Svc) -> None:
     assert "override" in rec["new"]["reasons"]
     held = c.get("/v1/overrides", headers=svc.auth(Role.VIEWER)).json()
     assert held == {"held": {"a": {"speed": target}}, "ramping": True}
-    # the controller ramps on, one max_step per cycle, and holds the station there
+    # the controller ramps on, one max_step per cycle, and holds the station there: one
+    # published version per cycle (the override's step is the cycle's decision)
     for _ in range(12):
+        version = rt.current.version if rt.current is not None else 0
         svc.cycle(ticks=2)
+        assert rt.current is not None and rt.current.version == version + 1
     assert rt.running()[0, 0] == pytest.approx(target)
     assert not rt.ramping
     latest = c.get("/v1/setpoints", headers=svc.eng).json()
@@ -506,7 +543,8 @@ def test_rate_limit_429(two: LineSpec, model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_silent_clients(two: LineSpec, model_dir: Path, tmp_path: Path) -> None:
-    runtime = make_runtime(two, model_dir, tmp_path, silent_after_s=0.2)
+    clock = Clock()
+    runtime = make_runtime(two, model_dir, tmp_path, clock, silent_after_s=0.2)
     try:
         s = Svc(runtime)
         s.cycle()
@@ -518,12 +556,40 @@ def test_silent_clients(two: LineSpec, model_dir: Path, tmp_path: Path) -> None:
         client = s.keys[Role.CONTROLLER][:11]
         fresh = s.client.get("/v1/clients", headers=h).json()
         assert fresh["clients"][0]["client"] == client and not fresh["clients"][0]["silent"]
-        time.sleep(0.3)
+        clock.t += 0.3  # the runtime's clock: no sleeping
         stale = s.client.get("/v1/clients", headers=h).json()
         assert stale["clients"][0]["silent"] is True
-        text = s.client.get("/metrics").text
+        text = s.client.get("/metrics", headers=h).text
         assert f'linetwin_client_silent{{client="{client}"}} 1.0' in text
         assert "linetwin_silent_clients 1.0" in text
+    finally:
+        runtime.stop()
+
+
+def test_readiness_follows_the_runtime_clock(
+    two: LineSpec, model_dir: Path, tmp_path: Path
+) -> None:
+    """The last cycle goes stale after 3 controller periods (wall s) plus the grace, on the
+    runtime's clock; a stale snapshot (received long ago) makes the controller fall back."""
+    clock = Clock()
+    runtime = make_runtime(two, model_dir, tmp_path, clock, speed=10.0, period_s=60.0)
+    try:
+        s = Svc(runtime)
+        assert not runtime.readiness()["last_cycle_recent"][0]  # not started, no cycle
+        s.cycle()
+        assert runtime.last_cycle_at == clock.t
+        ok, detail = runtime.readiness()["last_cycle_recent"]
+        assert ok and "0.0 s ago (limit 23.0 s)" in detail
+        clock.t += 23.5
+        ok, detail = runtime.readiness()["last_cycle_recent"]
+        assert not ok and "23.5 s ago" in detail
+        snap = runtime.twin.tick()
+        runtime.run_cycle(snap, 300.0, received=clock.t - 1000.0)
+        current = runtime.current
+        assert current is not None
+        body = json.loads(current.body)
+        assert body["fallback"] and body["reasons"] == ["stale_data"]
+        assert body["created_at"] == clock.t and runtime.readiness()["last_cycle_recent"][0]
     finally:
         runtime.stop()
 

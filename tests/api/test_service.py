@@ -215,7 +215,7 @@ def test_ack_is_stored_and_gauged(service: Service, two: LineSpec) -> None:
     assert body["client"] == key_id  # type: ignore[index]
     acks = {a.client: a for a in runtime.storage.acks()}
     assert acks[key_id].version == version
-    text = service.client.get("/metrics").text
+    text = service.client.get("/metrics", headers=service.auth(Role.VIEWER)).text
     assert f'linetwin_ack_age_seconds{{client="{key_id}"}}' in text
 
 

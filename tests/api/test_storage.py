@@ -17,6 +17,7 @@ from linetwin.api.storage import (
     DB_FILENAME,
     SCHEMA_VERSION,
     ConflictError,
+    DecisionRecord,
     NotFoundError,
     Storage,
     StorageError,
@@ -253,7 +254,8 @@ def test_data_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 def test_decisions_round_trip_through_the_store_protocol(tmp_path: Path) -> None:
-    from linetwin.optimizer.controller import Decision, DecisionStore, Mode
+    from linetwin.optimizer.decision import Decision, Mode, encode
+    from linetwin.optimizer.store import DecisionStore
     from linetwin.twin import bundled_spec
 
     spec = bundled_spec("example")
@@ -261,11 +263,11 @@ def test_decisions_round_trip_through_the_store_protocol(tmp_path: Path) -> None
     thermal = np.array([s.is_thermal for s in spec.stations])
     setpoints = np.column_stack([np.linspace(0.8, 1.1, n), np.where(thermal, 180.0, 0.0)])
     store = Storage(tmp_path / DB_FILENAME, spec)
-    protocol: DecisionStore = store  # the controller's interface, checked by mypy too
-    assert protocol.latest() is None and protocol.next_version() == 1
+    protocol: DecisionStore[DecisionRecord] = store  # the controller's interface
+    assert protocol.latest() is None
     decision = Decision(
         id="abc",
-        version=protocol.next_version(),
+        version=0,  # the store assigns it
         line_time_s=60.0,
         created_at=1_700_000_000.0,
         mode=Mode.ADVISORY,
@@ -280,19 +282,21 @@ def test_decisions_round_trip_through_the_store_protocol(tmp_path: Path) -> None
         applied=False,
         timings={"solve": 0.01},
     )
-    protocol.publish(decision)
+    stored = protocol.publish(decision)
+    assert stored.version == 1 and stored == store.latest_record()  # the record, no re-read
     back = protocol.latest()
     assert back is not None and back is not decision
     np.testing.assert_array_equal(back.setpoints, decision.setpoints)
     assert back.target is not None and decision.target is not None
     np.testing.assert_array_equal(back.target, decision.target)
-    for name in ("id", "version", "line_time_s", "created_at", "mode", "predicted", "status"):
+    assert back.version == 1
+    for name in ("id", "line_time_s", "created_at", "mode", "predicted", "status"):
         assert getattr(back, name) == getattr(decision, name), name
     for name in ("gap", "solve_seconds", "reasons", "fallback", "applied", "timings"):
         assert getattr(back, name) == getattr(decision, name), name
     record = store.latest_record()
     assert record is not None and record.spec_hash == spec.spec_hash()
-    assert record.payload == {**decision.to_json(spec), "version": 1}
+    assert record.payload == {**encode(decision, spec), "version": 1}
     store.close()
     other = Storage(tmp_path / DB_FILENAME, bundled_spec("two-station"))
     with other, pytest.raises(ConflictError, match="belongs to another line"):

@@ -17,7 +17,8 @@ from opthelpers import FakeClock, LineRun, Recorder, assert_versions_increase, s
 import linetwin.optimizer.controller as controller_module
 from linetwin.models.surrogate import Surrogate
 from linetwin.optimizer.controller import Controller, Decision, MemoryStore, Mode
-from linetwin.optimizer.errors import OptimizerError
+from linetwin.optimizer.decision import encode
+from linetwin.optimizer.errors import OptimizerError, StateError
 from linetwin.optimizer.fast import Solution
 from linetwin.twin.params import compile_params
 from linetwin.twin.spec import LineSpec
@@ -99,7 +100,7 @@ def test_advisory_mode_waits_for_approval(example: LineSpec, model: Surrogate) -
     np.testing.assert_array_equal(s.running, s.nominal)  # nothing reached the line
     second = s.cycle()
     assert s.ctrl.pending is second and s.apply.calls == []
-    with pytest.raises(OptimizerError, match="no pending decision"):
+    with pytest.raises(StateError, match="not the pending one"):
         s.ctrl.approve("not-a-decision")
     with pytest.raises(OptimizerError):
         s.ctrl.approve(first.id)  # superseded by the second
@@ -200,15 +201,15 @@ def test_decisions_are_plain_json(example: LineSpec, model: Surrogate) -> None:
     s = Setup(example, model, Mode.ADVISORY)
     good, stale = s.cycle(), s.cycle(age=1000.0)
     for d in (good, stale):
-        data = json.loads(json.dumps(d.to_json(example)))
+        data = json.loads(json.dumps(encode(d, example)))
         assert data["version"] == d.version and data["mode"] == "advisory"
         assert data["reasons"] == list(d.reasons) and data["fallback"] == d.fallback
         assert set(data["setpoints"]) == {st.name for st in example.stations}
         assert set(data["setpoints"]["cure"]) == {"speed", "temperature"}
         assert set(data["setpoints"]["press"]) == {"speed"}
         assert data["setpoints"]["cure"]["temperature"] == d.setpoints[6, 1]
-    assert json.loads(json.dumps(stale.to_json(example)))["target"] is None
-    data = good.to_json(example)
+    assert json.loads(json.dumps(encode(stale, example)))["target"] is None
+    data = encode(good, example)
     assert data["target"] is not None and data["predicted"]["profit_per_hour"]["std"] >= 0
 
 
