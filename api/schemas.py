@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from linetwin.optimizer.problem import MOVE_MIN_GAIN_PER_HOUR, MOVE_SIGNIFICANCE
+
 FiniteNumber = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 ModeName = Literal["closed", "advisory", "manual"]
 
@@ -202,6 +204,13 @@ class ObjectiveOut(BaseModel):
     energy_weight: float
     energy_cap_kwh_per_hour: float | None
     scrap_rate_cap: float | None
+    move_min_gain_per_hour: float = Field(
+        description="A setpoint target moves only for a predicted profit gain above this, /h."
+    )
+    move_significance: float = Field(
+        description="Significance level of the move test: the gain's lower one-sided bound at "
+        "this level must exceed move_min_gain_per_hour (1: no test, every optimum is taken)."
+    )
 
 
 class ObjectiveIn(_Strict):
@@ -213,6 +222,12 @@ class ObjectiveIn(_Strict):
     ] = None
     scrap_rate_cap: Annotated[float | None, Field(gt=0, lt=1, allow_inf_nan=False, strict=True)] = (
         None
+    )
+    move_min_gain_per_hour: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] = (
+        MOVE_MIN_GAIN_PER_HOUR
+    )
+    move_significance: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, strict=True)] = (
+        MOVE_SIGNIFICANCE
     )
     reason: Reason
 

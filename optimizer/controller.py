@@ -26,6 +26,7 @@ from linetwin.optimizer.exact import solve_exact
 from linetwin.optimizer.fast import Solution, solve_fast
 from linetwin.optimizer.guard import Reason, SetpointGuard
 from linetwin.optimizer.problem import RISK_AVERSION, Objective, make_problem
+from linetwin.optimizer.steady import HoldSummary, SteadyHold, unchanged
 from linetwin.twin.params import setpoints_to_mapping
 from linetwin.twin.snapshot import Snapshot
 from linetwin.twin.spec import LineSpec
@@ -56,7 +57,9 @@ class Decision:
     `setpoints (n_stations, 2)` is what the guard lets through this cycle (speed, temperature
     °C; 0 where a station has no such setpoint), `target` the optimizer's steady-state target
     (None on fallback), `predicted` KPI name -> (mean, std) at the target, `applied` whether
-    it went to the plant (closed mode, or approved in advisory mode).
+    it went to the plant (closed mode, or approved in advisory mode). `hold` says why the
+    target moved or held this cycle (`optimizer/steady.py`; None when nothing was solved).
+    A cycle that changes nothing is not published: its decision has `version` 0.
     """
 
     id: str
@@ -74,6 +77,7 @@ class Decision:
     fallback: bool
     applied: bool
     timings: dict[str, float] = field(default_factory=dict)
+    hold: HoldSummary | None = None
 
     def setpoint_mapping(self, spec: LineSpec, which: str = "setpoints") -> dict[str, Any]:
         """`{station: {setpoint: value}}` of `setpoints` or `target`."""
@@ -98,6 +102,7 @@ class Decision:
             "fallback": self.fallback,
             "applied": self.applied,
             "timings": self.timings,
+            "hold": None if self.hold is None else self.hold.to_json(),
         }
 
 
@@ -203,6 +208,7 @@ class Controller:
         self.clock = clock
         self.guard = SetpointGuard(spec, last_good)  # default: nominal
         self.monitor = InputMonitor(spec, stale_after_s)
+        self.steady = SteadyHold()  # issue 14: the steady target, moved for significant gains
         self._warm: np.ndarray | None = None
         # Re-entrant: a caller that must commit a decision together with its own records
         # holds it around the store's transaction (controller lock first, then the store's).
@@ -261,6 +267,24 @@ class Controller:
                 solution, failure = self._solve(snap, recent_throughput_per_hour, running, t0)
             proposal = None
             predicted: dict[str, tuple[float, float]] = {}
+            # -- steady targets (issue 14): head for the held target unless the new optimum is
+            # a significant gain over it and over what the plant runs ---------------------
+            hold: HoldSummary | None = None
+            if solution is not None:
+                try:
+                    schema = self.model.schema
+                    verdict = self.steady.decide(
+                        self.model,
+                        self.objective,
+                        schema.state_features(snap, np.array([recent_throughput_per_hour]))[0],
+                        schema.setpoint_features(running[None])[0],
+                        solution.setpoints,
+                        self.locked,
+                    )
+                    solution, hold = replace(solution, setpoints=verdict.target), verdict.summary
+                except Exception:  # the model failed: do not publish the solver's answer
+                    solution, failure = None, Reason.MODEL_FAILED
+            # -- end steady targets ------------------------------------------------------------
             if solution is not None:
                 proposal = self.model.schema.setpoint_array(
                     solution.setpoints[None], running[None]
@@ -287,7 +311,12 @@ class Controller:
                 fallback=result.fallback,
                 applied=applied,
                 timings={} if solution is None else solution.timings.as_dict(),
+                hold=hold,
             )
+            # -- steady targets (issue 14): publish only when something changes ----------------
+            if unchanged(self.store.latest(), decision):
+                return replace(decision, version=0)  # not published, not applied: nothing new
+            # -- end steady targets ------------------------------------------------------------
             self.store.publish(decision)
             self.pending = decision if self.mode is Mode.ADVISORY else None
         if applied and self.apply is not None:
