@@ -16,6 +16,7 @@ Gains are profit rates under the controller's `Objective` (currency per hour).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any, Protocol
@@ -92,6 +93,27 @@ class HoldSummary:
             "significance": self.significance,
             "dropped": self.dropped,
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HoldSummary:
+        """Rebuild a summary from `to_json` data (for the decision codec)."""
+
+        def bound(v: Any) -> float | None:
+            return None if v is None else float(v)
+
+        return cls(
+            moved=bool(data["moved"]),
+            why=str(data["why"]),
+            gain=Gain(
+                float(data["gain_per_hour"]), bound(data["gain_low"]), bound(data["gain_high"])
+            ),
+            running_gain=Gain(
+                float(data["running_gain_per_hour"]), bound(data["running_gain_low"]), None
+            ),
+            min_gain_per_hour=float(data["min_gain_per_hour"]),
+            significance=float(data["significance"]),
+            dropped=None if data.get("dropped") is None else str(data["dropped"]),
+        )
 
 
 def judge(

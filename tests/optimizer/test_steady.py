@@ -7,6 +7,7 @@ held target and over what the plant runs; otherwise the held target stays exactl
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from statistics import NormalDist
@@ -20,7 +21,7 @@ from opthelpers import plausible_inputs, small_surrogate
 from linetwin.models.surrogate import Surrogate
 from linetwin.optimizer.errors import ProblemError
 from linetwin.optimizer.problem import MOVE_MIN_GAIN_PER_HOUR, MOVE_SIGNIFICANCE, Objective
-from linetwin.optimizer.steady import SteadyHold, judge, paired_gain
+from linetwin.optimizer.steady import HoldSummary, SteadyHold, judge, paired_gain
 from linetwin.twin.spec import LineSpec
 
 PROPERTY = settings(
@@ -106,6 +107,16 @@ def test_a_running_point_that_breaks_a_cap_is_left_for_the_candidate() -> None:
     which, summary = judge(m, m, m, scale=1.0, min_gain_per_hour=5.0, significance=0.1,
                            running_ok=False)  # fmt: skip
     assert which == "candidate" and summary.why == "running_breaks_cap"
+
+
+def test_the_summary_survives_its_json() -> None:
+    m = np.array([100.0, 104.0, 99.0, 101.0])
+    for alpha in (0.1, 1.0):
+        _which, summary = judge(m, m - 3.0, m + 8.0, scale=1.5, min_gain_per_hour=2.0,
+                                significance=alpha)  # fmt: skip
+        summary = replace(summary, running_gain=replace(summary.running_gain, high=None))
+        back = HoldSummary.from_json(json.loads(json.dumps(summary.to_json())))
+        assert back == summary
 
 
 def test_paired_gain_cancels_what_the_members_agree_on() -> None:
