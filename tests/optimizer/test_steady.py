@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -21,7 +21,7 @@ from opthelpers import plausible_inputs, small_surrogate
 from linetwin.models.surrogate import Surrogate
 from linetwin.optimizer.errors import ProblemError
 from linetwin.optimizer.problem import MOVE_MIN_GAIN_PER_HOUR, MOVE_SIGNIFICANCE, Objective
-from linetwin.optimizer.steady import HoldSummary, SteadyHold, judge, paired_gain
+from linetwin.optimizer.steady import HoldSummary, SteadyHold, judge, paired_gain, unchanged
 from linetwin.twin.spec import LineSpec
 
 PROPERTY = settings(
@@ -226,3 +226,36 @@ def test_objective_defaults_and_validation(example: LineSpec) -> None:
     ]:
         with pytest.raises(ProblemError, match=f"^objective.{field} .*{bad!r}"):
             replace(o, **{field: bad})
+
+
+# -- publish only changes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Published:
+    mode: str
+    setpoints: np.ndarray
+    fallback: bool
+    reasons: tuple[str, ...]
+
+
+@PROPERTY
+@given(
+    values=st.lists(st.sampled_from([0.5, 1.0, 1.2, 80.0]), min_size=4, max_size=4),
+    change=st.sampled_from(["none", "value", "mode", "fallback", "reason", "ok_reason"]),
+)
+def test_an_unchanged_vector_is_not_published_again(values: list[float], change: str) -> None:
+    last = Published("closed", np.array(values).reshape(2, 2), True, ("stale_data",))
+    sp = last.setpoints.copy()
+    new = {
+        "none": replace(last, setpoints=sp),
+        "value": replace(last, setpoints=sp + np.array([[0.0, 0.0], [0.0, 0.01]])),
+        "mode": replace(last, mode="advisory", setpoints=sp),
+        "fallback": replace(last, fallback=False, reasons=("ok",), setpoints=sp),
+        "reason": replace(last, reasons=("model_failed",), setpoints=sp),
+        "ok_reason": replace(last, reasons=("ramped",), setpoints=sp),
+    }[change]
+    assert unchanged(last, new) == (change == "none")
+    assert not unchanged(None, new)
+    ok = replace(last, fallback=False, reasons=("ok",))
+    assert unchanged(ok, replace(ok, reasons=("ramped",), setpoints=sp))  # why, not what
