@@ -280,6 +280,7 @@ class Controller:
                         schema.setpoint_features(running[None])[0],
                         solution.setpoints,
                         self.locked,
+                        snap.time_s,
                     )
                     solution, hold = replace(solution, setpoints=verdict.target), verdict.summary
                 except Exception:  # the model failed: do not publish the solver's answer

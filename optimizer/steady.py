@@ -11,11 +11,18 @@ held target only when the lower one-sided bound of both gains, at the objective'
 level, exceeds its minimum gain per hour; otherwise the held target stays (hysteresis), and the
 guard keeps ramping toward it as before. The held target is re-judged from every new state.
 
+The gains are paired over the members and over the states of the last `STATE_WINDOW_S` of line
+time (the newest included): a steady target is a claim about the line's coming hours, not about
+this minute's buffer levels. Judged from one state only, a poorly fitted model (the long line's
+bench model) found a "significant" gain every few minutes, each from a different state, and the
+target wandered nearly as much as without the test.
+
 Gains are profit rates under the controller's `Objective` (currency per hour).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from statistics import NormalDist
@@ -27,6 +34,9 @@ from linetwin.models.surrogate import Surrogate
 from linetwin.optimizer.problem import Objective
 
 __all__ = ["Gain", "HoldSummary", "HoldVerdict", "SteadyHold", "judge", "paired_gain", "unchanged"]
+
+STATE_WINDOW_S = 900.0
+"""Line seconds of recent states over which a gain is judged (`SteadyHold`)."""
 
 CAP_TOLERANCE = 1e-6
 """Relative slack when a held target or the running setpoints are checked against the caps."""
@@ -168,11 +178,14 @@ class SteadyHold:
     """Hold a steady setpoint target; give it up only for a significantly better one.
 
     `target` is the held target in the surrogate's setpoint-feature order `(n_setpoints,)`,
-    None until the first decision.
+    None until the first decision; gains are judged over the states of the last `window_s`
+    line seconds (0: the newest state only).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window_s: float = STATE_WINDOW_S) -> None:
         self.target: np.ndarray | None = None
+        self.window_s = window_s
+        self._states: deque[tuple[float, np.ndarray]] = deque()
 
     def decide(
         self,
@@ -182,9 +195,12 @@ class SteadyHold:
         running: np.ndarray,
         candidate: np.ndarray,
         locked: tuple[str, ...] = (),
+        time_s: float | None = None,
     ) -> HoldVerdict:
         """Judge the new optimum `candidate` against the held target and `running` (setpoint
-        features `(n_setpoints,)`, from state features `(n_state,)`) and remember the winner.
+        features `(n_setpoints,)`, from state features `(n_state,)` at line time `time_s`, and
+        the recent states kept from earlier calls) and remember the winner. Without `time_s`
+        only this state counts.
 
         A held target is given up first when it left the model's envelope, breaks a cap of
         `objective`, or moves a `locked` station; its gain is then judged over the running
@@ -197,12 +213,15 @@ class SteadyHold:
         rows = [running, candidate] if held is None else [running, candidate, held]
         x = np.asarray(rows, dtype=float)
         state = np.asarray(state, dtype=float)
-        pred = model.predict(state[None], x)
+        states = self._window(state, time_s)  # (K, n_state), the newest last
+        k, p = len(states), len(x)
+        pred = model.predict(np.repeat(states, p, axis=0), np.tile(x, (k, 1)))
         n_out = schema.n_outputs
-        profit = pred.members @ objective.weights(n_out)  # (E, rows)
-        caps_ok = np.ones(len(x), dtype=bool)
-        for a, b in objective.constraint_rows(n_out):
-            caps_ok &= pred.mean @ a <= b + CAP_TOLERANCE * max(1.0, abs(b))
+        # members' profit rates (E, K, rows): paired over members and states
+        profit = (pred.members @ objective.weights(n_out)).reshape(-1, k, p)
+        caps_ok = np.ones(p, dtype=bool)
+        for a, b in objective.constraint_rows(n_out):  # at the newest state
+            caps_ok &= pred.mean[-p:] @ a <= b + CAP_TOLERANCE * max(1.0, abs(b))
         dropped = None
         if held is not None:
             names = schema.station_names
@@ -216,9 +235,9 @@ class SteadyHold:
         usable = held is not None and dropped is None
         scale = float(np.mean(model.band_scale[:3]))  # member spread -> calibrated std
         which, summary = judge(
-            profit[:, 0],
-            profit[:, 2] if usable else None,
-            profit[:, 1],
+            profit[..., 0].ravel(),
+            profit[..., 2].ravel() if usable else None,
+            profit[..., 1].ravel(),
             scale=scale,
             min_gain_per_hour=objective.move_min_gain_per_hour,
             significance=objective.move_significance,
@@ -229,6 +248,20 @@ class SteadyHold:
         chosen = {"running": 0, "candidate": 1, "held": 2}[which]
         self.target = x[chosen].copy()
         return HoldVerdict(self.target.copy(), summary)
+
+    def _window(self, state: np.ndarray, time_s: float | None) -> np.ndarray:
+        """Keep `state` with the others of the last `window_s`; return them `(K, n_state)`."""
+        if time_s is None:
+            return state[None]
+        while self._states and (
+            self._states[-1][0] > time_s  # time went back (a new run): start afresh
+            or self._states[-1][1].shape != state.shape
+        ):
+            self._states.clear()
+        self._states.append((time_s, state.copy()))
+        while self._states[0][0] < time_s - self.window_s:
+            self._states.popleft()
+        return np.stack([s for _t, s in self._states])
 
 
 class _Publishable(Protocol):

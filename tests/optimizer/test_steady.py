@@ -142,13 +142,21 @@ def model(example: LineSpec) -> Surrogate:
     cycles=st.integers(2, 6),
     min_gain=st.sampled_from([0.0, 1.0, 5.0, 20.0]),
     alpha=st.sampled_from([0.05, 0.1, 0.3]),
+    window=st.sampled_from([0.0, 150.0, 900.0]),
 )
 def test_a_held_target_moves_only_for_a_significant_gain(
-    example: LineSpec, model: Surrogate, seed: int, cycles: int, min_gain: float, alpha: float
+    example: LineSpec,
+    model: Surrogate,
+    seed: int,
+    cycles: int,
+    min_gain: float,
+    alpha: float,
+    window: float,
 ) -> None:
-    """Over cycles of random states and candidates, the target changes only when the
-    candidate's paired gain (members of `model.predict`, scaled as the controller scales
-    them) beats the minimum gain over both the held target and the running setpoints."""
+    """Over cycles of random states and candidates (one a line minute), the target changes
+    only when the candidate's paired gain (members of `model.predict` at each state of the
+    last `window` line seconds, scaled as the controller scales them) beats the minimum gain
+    over both the held target and the running setpoints."""
     rng = np.random.default_rng(seed)
     schema = model.schema
     objective = replace(
@@ -158,16 +166,21 @@ def test_a_held_target_moves_only_for_a_significant_gain(
     )
     w = objective.weights(schema.n_outputs)
     scale = float(np.mean(model.band_scale[:3]))
-    hold = SteadyHold()
-    for _ in range(cycles):
+    hold = SteadyHold(window)
+    seen: list[tuple[float, np.ndarray]] = []
+    for c in range(cycles):
         state, xs = plausible_inputs(schema, 2, rng)
+        seen.append((60.0 * c, state[0]))
+        recent = np.array([s for t, s in seen if t >= 60.0 * c - window])
         running, candidate = xs[0], xs[1]
         if hold.target is not None and rng.random() < 0.3:  # the plant reached the target
             running = hold.target.copy()
         held = None if hold.target is None else hold.target.copy()
-        verdict = hold.decide(model, objective, state[0], running, candidate)
+        verdict = hold.decide(model, objective, state[0], running, candidate, time_s=60.0 * c)
         rows = [running, candidate] + ([held] if held is not None else [])
-        profit = model.predict(state[:1], np.array(rows)).members @ w
+        profit = np.concatenate(  # (E * states, rows): members and states, paired
+            [model.predict(s[None], np.array(rows)).members @ w for s in recent]
+        )
         over_running = lower_bound(profit[:, 1], profit[:, 0], scale, alpha)
         over_held = (
             over_running if held is None else lower_bound(profit[:, 1], profit[:, 2], scale, alpha)
