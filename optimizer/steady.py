@@ -38,6 +38,9 @@ __all__ = ["Gain", "HoldSummary", "HoldVerdict", "SteadyHold", "judge", "paired_
 STATE_WINDOW_S = 900.0
 """Line seconds of recent states over which a gain is judged (`SteadyHold`)."""
 
+MAX_STATES = 30
+"""At most this many recent states are kept, however often the controller cycles."""
+
 CAP_TOLERANCE = 1e-6
 """Relative slack when a held target or the running setpoints are checked against the caps."""
 
@@ -185,7 +188,7 @@ class SteadyHold:
     def __init__(self, window_s: float = STATE_WINDOW_S) -> None:
         self.target: np.ndarray | None = None
         self.window_s = window_s
-        self._states: deque[tuple[float, np.ndarray]] = deque()
+        self._states: deque[tuple[float, np.ndarray]] = deque(maxlen=MAX_STATES)
 
     def decide(
         self,

@@ -21,7 +21,14 @@ from opthelpers import plausible_inputs, small_surrogate
 from linetwin.models.surrogate import Surrogate
 from linetwin.optimizer.errors import ProblemError
 from linetwin.optimizer.problem import MOVE_MIN_GAIN_PER_HOUR, MOVE_SIGNIFICANCE, Objective
-from linetwin.optimizer.steady import HoldSummary, SteadyHold, judge, paired_gain, unchanged
+from linetwin.optimizer.steady import (
+    MAX_STATES,
+    HoldSummary,
+    SteadyHold,
+    judge,
+    paired_gain,
+    unchanged,
+)
 from linetwin.twin.spec import LineSpec
 
 PROPERTY = settings(
@@ -272,3 +279,19 @@ def test_an_unchanged_vector_is_not_published_again(values: list[float], change:
     assert not unchanged(None, new)
     ok = replace(last, fallback=False, reasons=("ok",))
     assert unchanged(ok, replace(ok, reasons=("ramped",), setpoints=sp))  # why, not what
+
+
+def test_the_state_window_is_bounded_and_restarts_when_time_goes_back(
+    example: LineSpec, model: Surrogate
+) -> None:
+    schema = model.schema
+    state, xs = plausible_inputs(schema, 2, np.random.default_rng(5))
+    objective = Objective.from_economics(example.economics)
+    hold = SteadyHold(window_s=900.0)
+    for t in range(100):  # a cycle a line second: the count bounds the window
+        hold.decide(model, objective, state[0], xs[0], xs[1], time_s=float(t))
+    assert len(hold._states) == MAX_STATES
+    hold.decide(model, objective, state[0], xs[0], xs[1], time_s=5000.0)
+    assert len(hold._states) == 1  # the others are older than the window
+    hold.decide(model, objective, state[0], xs[0], xs[1], time_s=10.0)
+    assert len(hold._states) == 1  # time went back: a new run
