@@ -406,6 +406,9 @@ class Controller(Generic[StoredT]):
                 proposal = held_overrides.write(
                     self.spec, proposal, held
                 )  # held stations head for their values
+                # on the setpoints' lattice as the guard publishes it, so that the prediction is
+                # the one of the published target
+                proposal = self.guard.snap(proposal, running)
                 try:
                     predicted = self._predicted(snap, recent_throughput_per_hour, proposal)
                 except Exception:  # the model failed after the solve: do not publish its answer

@@ -690,6 +690,25 @@
     }
     $("#rec-changes").replaceChildren(...changes);
     $("#rec-reasons").textContent = shown.reasons.length ? `Guard: ${shown.reasons.join(", ")}` : "";
+    $("#rec-hold").textContent = holdText(shown.hold);
+  }
+
+  // Why the target moved or held: the paired gain of the new optimum over the held target,
+  // its bounds at the objective's significance level, and the threshold it had to clear.
+  function holdText(h) {
+    if (!h) return "";
+    const g = (v) => (v === null || v === undefined ? "—" : `${v >= 0 ? "+" : "−"}${num(Math.abs(v), 1)}`);
+    const bounds = h.gain_low === null ? "" : ` [${g(h.gain_low)}, ${g(h.gain_high)}]`;
+    const level = h.significance === null ? "" : ` at ${num(100 * (1 - h.significance), 0)}%`;
+    const verdict = {
+      significant_gain: "Target moved: the new optimum is a significant gain",
+      no_significant_gain: "Target held: no significant gain",
+      stopped: "Target stopped where the plant runs: no gain over it",
+      running_breaks_cap: "Target moved: staying would break a cap",
+      test_off: "Target moved (move test off)",
+    }[h.why] || `Target ${h.moved ? "moved" : "held"} (${h.why})`;
+    const dropped = h.dropped ? `; the held target was dropped (${h.dropped.replaceAll("_", " ")})` : "";
+    return `${verdict}: gain ${g(h.gain_per_hour)} /h${bounds}${level}, threshold ${num(h.min_gain_per_hour, 1)} /h${dropped}.`;
   }
 
   function renderRollback() {

@@ -98,6 +98,8 @@ def test_engineer_watches_the_line_and_approves(browser: Any, served: Any, artif
         for _ in range(3):
             expect(page.locator("#rec-form")).to_be_visible(timeout=20_000)  # one is pending
             pending = int(page.locator("#rec-body").get_attribute("data-version"))
+            # why the target moved or held: its gain, bounds and the threshold
+            expect(page.locator("#rec-hold")).to_contain_text(re.compile(r"Target .*threshold"))
             expect(page.locator("#published-version")).to_have_text(re.compile(r"^v\d+$"))
             published = int(page.locator("#published-version").inner_text()[1:])
             page.evaluate("document.querySelector('#notice').hidden = true")
