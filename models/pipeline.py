@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from linetwin.models.dataset import Dataset, generate
+from linetwin.models.dataset import OPERATING_SHARE, Dataset, generate
 from linetwin.models.features import DEFAULT_HORIZON_S, OUT_ENERGY, OUT_GOOD, OUT_SCRAP
 from linetwin.models.surrogate import Z90, Prediction, Surrogate
 from linetwin.models.train import TrainConfig, fit
@@ -33,7 +33,7 @@ class TrainSettings:
     """Sizes of the generated data and the training run."""
 
     samples: int = 64_000
-    candidates: int = 16
+    candidates: int = 4
     replicates: int = 16
     eval_states: int = 300
     eval_candidates: int = 4
@@ -41,6 +41,7 @@ class TrainSettings:
     horizon_s: float = DEFAULT_HORIZON_S
     valid_fraction: float = 0.1
     seed: int = 0
+    operating_share: float = OPERATING_SHARE
     config: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
@@ -156,6 +157,7 @@ def train_surrogate(
         replicates=s.replicates,
         horizon_s=s.horizon_s,
         seed=s.seed,
+        operating_share=s.operating_share,
         progress=stage("generating data"),
     )
     held = generate(
@@ -165,6 +167,7 @@ def train_surrogate(
         replicates=s.eval_replicates,
         horizon_s=s.horizon_s,
         seed=s.seed + 1_000_003,
+        operating_share=s.operating_share,
         progress=stage("generating held-out truth"),
     )
     t_data = time.perf_counter() - t0
@@ -203,6 +206,7 @@ def train_surrogate(
         "candidates_per_state": s.candidates,
         "horizon_s": s.horizon_s,
         "seed": s.seed,
+        "operating_share": s.operating_share,
         "data_seconds": t_data,
         "fit_seconds": report.seconds,
         "epochs": report.epochs,
