@@ -15,6 +15,8 @@ import numpy as np
 from linetwin.models.errors import DatasetError, ModelError
 from linetwin.models.features import FeatureSchema
 from linetwin.twin import Twin, window_kpis
+from linetwin.twin import layout as L
+from linetwin.twin.params import compile_params, nominal_setpoints
 from linetwin.twin.snapshot import Snapshot
 from linetwin.twin.spec import LineSpec
 
@@ -22,6 +24,10 @@ Progress = Callable[[float], None]
 
 FORMAT_VERSION = 1
 MAX_BATCH_SCENARIOS = 65_536
+OPERATING_SHARE = 0.5
+"""Share of training states and global candidates drawn where a profitable line runs."""
+LOCAL_WIDTH = 0.15
+"""Local moves: uniform within this share of each setpoint's range around a point."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,59 @@ def latin_hypercube(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return (cells + rng.random((n, d))) / n
 
 
+def operating_setpoints(
+    spec: LineSpec, schema: FeatureSchema, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw `n` setpoint vectors `(n, n_setpoints)` from the region a profitable line runs in.
+
+    A Latin hypercube over the whole box puts almost no samples where a line is run: near its
+    nominal setpoints (where it starts, and where an operator leaves it), at the limits of the
+    speeds (a profit rate that rises with speed pushes speeds to their maximum) and inside the
+    thermal stations' ideal windows (outside them scrap rises with the squared distance). Half
+    the rows here are the nominal setpoints moved by up to `LOCAL_WIDTH` of each range; in the
+    other half each row draws a share q uniform on (0, 1), and each of its speeds sits at its
+    maximum with probability q, at its minimum with probability (1 - q) / 4, and is uniform
+    on its range otherwise (so rows near the all-maximum corner, where a profit rate that
+    rises with speed leads, are common), while each temperature is uniform on its ideal window
+    widened by half the window's width on both sides. Everything is clipped to the limits.
+    """
+    lo, hi = schema.lower, schema.upper
+    u = latin_hypercube(rng, n, schema.n_setpoints)
+    at_max = rng.random(n)[:, None]  # per row: the chance that a speed sits at its maximum
+    pick = rng.random(u.shape)
+    u = np.where(pick < at_max, 1.0, np.where(pick < at_max + (1.0 - at_max) * 0.25, 0.0, u))
+    out = lo + u * (hi - lo)
+    for j, (station, kind) in enumerate(schema.setpoint_slots):
+        thermal = spec.stations[station].thermal
+        if kind != L.S_TEMP or thermal is None:
+            continue
+        half = 0.5 * (thermal.ideal_max_c - thermal.ideal_min_c)
+        a = max(thermal.ideal_min_c - half, lo[j])
+        b = max(min(thermal.ideal_max_c + half, hi[j]), a)
+        out[:, j] = a + latin_hypercube(rng, n, 1)[:, 0] * (b - a)
+    near = rng.random(n) < 0.5
+    nominal = schema.setpoint_features(nominal_setpoints(compile_params(spec), 1))
+    move = rng.uniform(-1.0, 1.0, (int(near.sum()), schema.n_setpoints)) * LOCAL_WIDTH
+    out[near] = np.clip(nominal + move * (hi - lo), lo, hi)
+    return out
+
+
+def mixed_setpoints(
+    spec: LineSpec,
+    schema: FeatureSchema,
+    n: int,
+    rng: np.random.Generator,
+    operating_share: float,
+) -> np.ndarray:
+    """Draw `n` setpoint vectors: `operating_share` of them from `operating_setpoints`, the
+    rest from a Latin hypercube over the whole box, in random order `(n, n_setpoints)`."""
+    lo, hi = schema.lower, schema.upper
+    n_op = round(n * operating_share)
+    box = lo + latin_hypercube(rng, n - n_op, schema.n_setpoints) * (hi - lo)
+    both = np.concatenate([operating_setpoints(spec, schema, n_op, rng), box])
+    return both[rng.permutation(n)]
+
+
 def sample_states(
     spec: LineSpec,
     schema: FeatureSchema,
@@ -164,20 +223,27 @@ def sample_states(
     rng: np.random.Generator,
     warmup_s: float = 7200.0,
     recent_s: float = 600.0,
+    operating_share: float = 0.0,
 ) -> tuple[Snapshot, np.ndarray]:
     """Run the line under setpoints that change every 20 minutes; return the final snapshot.
 
     The setpoints are space-filling over the whole box, so the states cover what the line can
-    reach; the returned snapshot holds each scenario's last setpoints (its "current" ones) and
-    the second array its recent good throughput `(n_states,)` over the last `recent_s`.
+    reach, except that `operating_share` of the scenarios draw theirs from the region a
+    profitable line runs in (`operating_setpoints`), so that states like those of a line under
+    an optimizer are not rare. The returned snapshot holds each scenario's last setpoints (its
+    "current" ones) and the second array its recent good throughput `(n_states,)` over the
+    last `recent_s`.
     """
     twin = Twin(spec, n_states, rng=rng)
     lo, hi = schema.lower, schema.upper
     n_changes = max(int(warmup_s // 1200.0), 1)
     seg = (warmup_s - recent_s) / n_changes
+    operating = rng.random(n_states) < operating_share
     for _ in range(n_changes):
-        u = latin_hypercube(rng, n_states, schema.n_setpoints)
-        twin.set_setpoints(schema.setpoint_array(lo + u * (hi - lo), twin.setpoints))
+        sp = lo + latin_hypercube(rng, n_states, schema.n_setpoints) * (hi - lo)
+        if operating.any():
+            sp[operating] = operating_setpoints(spec, schema, int(operating.sum()), rng)
+        twin.set_setpoints(schema.setpoint_array(sp, twin.setpoints))
         twin.advance(seg)
     # A warm-up of two hours leaves at most two hours of wear, while a line in operation wears
     # until the next repair: draw wear from its long-run range (about exponential, mean MTBF).
@@ -197,18 +263,25 @@ def candidate_setpoints(
     m: int,
     rng: np.random.Generator,
     local_share: float = 0.5,
+    spec: LineSpec | None = None,
+    operating_share: float = 0.0,
 ) -> np.ndarray:
     """Return `m` candidates per state `(n_states, m, n_setpoints)`.
 
     A share are local moves around the current setpoints (what a controller tries next), the
-    rest a Latin hypercube over the whole box.
+    rest global draws: a Latin hypercube over the whole box, except that (with `spec`)
+    `operating_share` of the global draws come from `operating_setpoints`.
     """
     lo, hi = schema.lower, schema.upper
     n = current.shape[0]
     n_local = round(m * local_share)
-    glob = lo + latin_hypercube(rng, n * (m - n_local), schema.n_setpoints) * (hi - lo)
+    n_glob = n * (m - n_local)
+    if spec is not None and operating_share > 0:
+        glob = mixed_setpoints(spec, schema, n_glob, rng, operating_share)
+    else:
+        glob = lo + latin_hypercube(rng, n_glob, schema.n_setpoints) * (hi - lo)
     glob = glob.reshape(n, m - n_local, -1)
-    width = 0.15 * (hi - lo)
+    width = LOCAL_WIDTH * (hi - lo)
     local = current[:, None, :] + rng.uniform(-1, 1, (n, n_local, schema.n_setpoints)) * width
     return np.concatenate([np.clip(local, lo, hi), glob], axis=1)
 
@@ -245,9 +318,14 @@ def generate(
     replicates: int = 8,
     horizon_s: float = 1800.0,
     seed: int = 0,
+    operating_share: float = OPERATING_SHARE,
     progress: Progress | None = None,
 ) -> Dataset:
-    """Generate `n_states * candidates` samples, each averaged over `replicates` runs."""
+    """Generate `n_states * candidates` samples, each averaged over `replicates` runs.
+
+    `operating_share` of the states, and of the global candidates, are drawn from the region
+    a profitable line runs in (`operating_setpoints`); 0 gives the whole box only.
+    """
     if min(n_states, candidates, replicates) < 1:
         raise DatasetError(
             "n_states, candidates and replicates must all be at least 1 "
@@ -255,10 +333,14 @@ def generate(
         )
     rng = np.random.default_rng(seed)
     schema = FeatureSchema.from_spec(spec, horizon_s)
-    snap, recent = sample_states(spec, schema, n_states, rng)
+    if not 0.0 <= operating_share <= 1.0:
+        raise DatasetError(f"operating_share must be in [0, 1], got {operating_share}")
+    snap, recent = sample_states(spec, schema, n_states, rng, operating_share=operating_share)
     state_x = schema.state_features(snap, recent)
     current = schema.setpoint_features(snap.setpoints)
-    cand = candidate_setpoints(schema, current, candidates, rng)
+    cand = candidate_setpoints(
+        schema, current, candidates, rng, spec=spec, operating_share=operating_share
+    )
     source = np.repeat(np.arange(n_states), candidates)
     flat = cand.reshape(-1, schema.n_setpoints)
     per_batch = max(MAX_BATCH_SCENARIOS // replicates, 1)

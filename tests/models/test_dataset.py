@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from linetwin.models.dataset import (
+    LOCAL_WIDTH,
     Dataset,
     candidate_setpoints,
     evaluate,
     generate,
+    operating_setpoints,
     sample_states,
 )
 from linetwin.models.errors import DatasetError
@@ -93,6 +95,46 @@ def test_candidate_setpoints_stay_in_the_box_even_from_the_edge(line3: LineSpec)
     # the local half stays near the current setpoints
     local = cand[:, :5]
     assert (np.abs(local - current[:, None]) <= 0.15 * (schema.upper - schema.lower) + 1e-12).all()
+
+
+def test_operating_setpoints_cover_nominal_the_speed_limits_and_the_ideal_windows(
+    line3: LineSpec,
+) -> None:
+    schema = FeatureSchema.from_spec(line3)
+    lo, hi = schema.lower, schema.upper
+    sp = operating_setpoints(line3, schema, 4000, np.random.default_rng(0))
+    assert sp.shape == (4000, schema.n_setpoints)
+    assert (sp >= lo).all() and (sp <= hi).all()
+    speeds = [j for j, (_, k) in enumerate(schema.setpoint_slots) if k == 0]
+    (temp,) = [j for j, (_, k) in enumerate(schema.setpoint_slots) if k == 1]
+    nominal = np.array([1.0, 1.0, 1.0, 160.0])[[*speeds, temp]]
+    near = (np.abs(sp - nominal) <= LOCAL_WIDTH * (hi - lo) + 1e-12).all(axis=1)
+    assert 0.45 < near.mean() < 0.6  # half around nominal (and a few others by chance)
+    rest = sp[~near]
+    at_max = rest[:, speeds] == hi[speeds]
+    assert 0.4 < at_max.mean() < 0.6 and at_max.all(axis=1).mean() > 0.1  # near the corner
+    assert (rest[:, speeds] == lo[speeds]).mean() > 0.05
+    # temperatures inside the ideal window widened by half its width (150-170 -> 140-180)
+    assert (rest[:, temp] >= 140.0).all() and (rest[:, temp] <= 180.0).all()
+    # a Latin hypercube over the box would put a quarter of them there; here all
+    assert np.ptp(rest[:, temp]) > 35.0
+
+
+def test_operating_share_zero_is_the_whole_box_and_bad_shares_are_refused(
+    line3: LineSpec,
+) -> None:
+    box = generate(line3, n_states=40, candidates=4, replicates=1, seed=5, operating_share=0.0)
+    mixed = generate(line3, n_states=40, candidates=4, replicates=1, seed=5)
+    (temp,) = [j for j, (_, k) in enumerate(box.schema.setpoint_slots) if k == 1]
+    in_window = [np.mean(np.abs(d.setpoints[:, temp] - 160.0) <= 10.0) for d in (box, mixed)]
+    assert in_window[0] < 0.45 and in_window[1] > in_window[0] + 0.15  # 1/3 of the box's span
+    width = LOCAL_WIDTH * (box.schema.upper - box.schema.lower)
+    nominal = np.array([1.0, 1.0, 1.0, 160.0])
+    near = [np.mean((np.abs(d.setpoints - nominal) <= width).all(axis=1)) for d in (box, mixed)]
+    assert near[0] < 0.03 and near[1] > near[0] + 0.05
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(DatasetError, match="operating_share"):
+            generate(line3, n_states=4, candidates=2, replicates=1, operating_share=bad)
 
 
 def test_one_replicate_means_targets_are_the_single_run(line3: LineSpec) -> None:
