@@ -153,6 +153,7 @@ class Runtime:
                 mode=Mode(mode),
                 objective=objective,
                 budget_s=settings.budget_s,
+                period_s=settings.period_s,
                 apply=self._apply,
                 clock=clock,
                 held=None if restored_held is None else restored_held["held"],

@@ -47,6 +47,37 @@ class Estimate(BaseModel):
     std: float | None
 
 
+class BiasOut(BaseModel):
+    """How one KPI's predictions compared with what the line then did."""
+
+    bias: float = Field(description="Mean of predicted minus realised over the closed pairs.")
+    bias_se: float = Field(description="Standard error of that bias (overlapping horizons).")
+    pairs: int = Field(description="Closed (prediction, outcome) pairs in the window.")
+    coverage_90: float | None = Field(
+        description="Share of realised values inside the model's 90% band; null before any."
+    )
+
+
+class PredictionPairOut(BaseModel):
+    """One prediction and what the line realised over the same window."""
+
+    start_time_s: float = Field(description="Line time the prediction was made at, s.")
+    end_time_s: float = Field(description="Line time its horizon ended at, s.")
+    predicted: dict[str, Estimate] = Field(description="As the model predicted (uncorrected).")
+    realised: dict[str, float | None] = Field(description="Measured over [start, end].")
+
+
+class PredictionsOut(BaseModel):
+    """The controller's predictions against what the line then did, over matching windows:
+    published predictions are corrected by `bias` (mean minus bias, std widened by its
+    standard error)."""
+
+    horizon_s: float = Field(description="The model's horizon: each pair's window, line s.")
+    open_pairs: int = Field(description="Predictions whose horizon has not ended yet.")
+    kpis: dict[str, BiasOut]
+    recent: list[PredictionPairOut] = Field(description="The newest closed pairs, oldest first.")
+
+
 class HoldOut(BaseModel):
     """Why the cycle's target moved or held: the new optimum's paired, calibrated profit gain
     over the held target (and over what the plant runs), its one-sided bounds at the

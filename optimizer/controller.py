@@ -45,6 +45,7 @@ from linetwin.optimizer.exact import solve_exact
 from linetwin.optimizer.fast import Solution, solve_fast
 from linetwin.optimizer.guard import Reason, SetpointGuard
 from linetwin.optimizer.held import Held
+from linetwin.optimizer.honesty import PredictionAudit
 from linetwin.optimizer.monitor import InputMonitor
 from linetwin.optimizer.problem import RISK_AVERSION, Objective, make_problem
 from linetwin.optimizer.steady import HoldSummary, SteadyHold, unchanged
@@ -94,6 +95,7 @@ class Controller(Generic[StoredT]):
         mode: Mode = Mode.ADVISORY,
         objective: Objective | None = None,
         budget_s: float = 0.08,
+        period_s: float = 60.0,
         stale_after_s: float = 30.0,
         locked: tuple[str, ...] = (),
         exact: bool = False,
@@ -115,6 +117,8 @@ class Controller(Generic[StoredT]):
         self._mode = Mode(mode)
         self._objective = objective or Objective.from_economics(spec.economics)
         self.budget_s = budget_s
+        self.honesty = PredictionAudit(model.schema.horizon_s, period_s)
+        """Predictions paired with what the line then did; their tracked bias corrects them."""
         self.starts, self.steps = starts, steps  # the fast method's multistart work at most
         self._fixed = tuple(locked)
         self.exact = exact
@@ -413,6 +417,10 @@ class Controller(Generic[StoredT]):
                     predicted = self._predicted(snap, recent_throughput_per_hour, proposal)
                 except Exception:  # the model failed after the solve: do not publish its answer
                     solution, proposal, failure = None, None, Reason.MODEL_FAILED
+            # Honest predictions: pair this prediction with what the line does over the
+            # model's horizon, and publish it corrected by the bias tracked so far.
+            self.honesty.observe(snap, predicted if solution is not None else None)
+            predicted = self.honesty.correct(predicted)
             if self._ramping and self._mode is not Mode.CLOSED:
                 # an engineer's override ramps in every mode: its step, not advice, this cycle
                 decision, ramping = self._guarded(

@@ -18,6 +18,7 @@ from linetwin.api.schemas import (
     KpiPoint,
     KpisOut,
     LineOut,
+    PredictionsOut,
     StateOut,
     StationSpecOut,
 )
@@ -143,3 +144,11 @@ def get_kpi_history(
                 )
             )
     return KpiHistoryOut(step_s=step_s, average_s=average_s, points=points)
+
+
+@router.get("/v1/kpis/predictions", response_model=PredictionsOut, responses=AUTH_ERRORS)
+def get_predictions(runtime: RuntimeDep, _: Principal = READ) -> PredictionsOut:
+    """Predicted against realised KPIs over matching windows (each prediction's horizon from
+    the state it was made at), the tracked bias per KPI with its standard error, and how often
+    the realised value fell inside the model's 90% band."""
+    return PredictionsOut.model_validate(runtime.controller.honesty.summary())

@@ -404,9 +404,38 @@
       const last = times[times.length - 1];
       for (const t of times) if (t < last - TREND_KEEP_S) S.trend.delete(t);
       renderTrends();
+      const honesty = await api("GET", "/v1/kpis/predictions");
+      if (session !== S.session) return;
+      renderHonesty(honesty);
     } catch {
       /* the next round tries again */
     }
+  }
+
+  // Predictions against what the line then did over the same window (the model's horizon),
+  // and the bias the published predictions are corrected by.
+  function renderHonesty(h) {
+    const last = h.recent.length ? h.recent[h.recent.length - 1] : null;
+    $("#honesty-note").textContent = `over the model's ${num(h.horizon_s / 3600, 1)} h horizon, from the state each prediction was made at${last ? ` (newest: line ${lineTime(last.start_time_s)} to ${lineTime(last.end_time_s)})` : ` (${h.open_pairs} waiting for their horizon to end)`}`;
+    const head = el("tr");
+    head.append(el("th", "", "KPI"), el("td", "sub", "predicted"), el("td", "sub", "realised"), el("td", "sub", "bias ± se"), el("td", "sub", "in 90% band"));
+    const rows = [head];
+    for (const [name, k] of Object.entries(KPIS)) {
+      const b = h.kpis[name];
+      const tr = el("tr");
+      const p = last && last.predicted[name];
+      const r = last ? last.realised[name] : null;
+      const v = (x) => (x === null || x === undefined ? "—" : num(x * k.scale, k.digits));
+      tr.append(
+        el("th", "", k.label),
+        el("td", "", p ? `${v(p.mean)} ± ${v(p.std)}` : "—"),
+        el("td", "", v(r)),
+        el("td", "", b && b.pairs ? `${v(b.bias)} ± ${v(b.bias_se)}` : "—"),
+        el("td", "", b && b.coverage_90 !== null ? `${num(100 * b.coverage_90, 0)}% of ${b.pairs}` : "—"),
+      );
+      rows.push(tr);
+    }
+    $("#honesty").replaceChildren(...rows);
   }
 
   // -- the line diagram -----------------------------------------------------------------------
@@ -636,14 +665,16 @@
     const basis = $("#rec-gain-basis");
     let gain = null;
     let sigma = null;
-    if (profit && profit.mean !== null && base && base.profit_per_hour && base.profit_per_hour.mean !== null) {
+    const held = shown.hold;
+    if (held && held.running_gain_per_hour !== null && held.running_gain_per_hour !== undefined) {
+      // the controller's own paired gain: every ensemble member's target vs. what the plant runs
+      gain = held.running_gain_per_hour;
+      const bounds = held.running_gain_low !== null ? ` [${num(held.running_gain_low, 1)}, ${num(held.running_gain_high, 1)}] at ${num(100 * (1 - held.significance), 0)}%` : "";
+      basis.textContent = `model, paired over its members: the target vs. the setpoints the plant runs${bounds}`;
+    } else if (profit && profit.mean !== null && base && base.profit_per_hour && base.profit_per_hour.mean !== null) {
       gain = profit.mean - base.profit_per_hour.mean;
       sigma = Math.hypot(profit.std || 0, base.profit_per_hour.std || 0);
       basis.textContent = "model: recommended target vs. the setpoints running now (±1σ)";
-    } else if (profit && profit.mean !== null && S.kpiNow && S.kpiNow.profit_per_hour !== null) {
-      gain = profit.mean - S.kpiNow.profit_per_hour;
-      sigma = profit.std;
-      basis.textContent = "predicted at the target vs. measured over the last 10 min (±1σ)";
     } else {
       basis.textContent = shown.fallback ? "no prediction: a fallback holds the last-known-good setpoints" : "no prediction: an engineer's change (override, rollback)";
     }

@@ -640,3 +640,16 @@ def test_mode_objective_overrides_survive_restart(
         assert str(explicit.mode) == "manual" and not explicit.mode_restored
     finally:
         explicit.stop()
+
+
+def test_predictions_against_realised_are_readable_by_any_key(svc: Svc) -> None:
+    c = svc.client
+    assert c.get("/v1/kpis/predictions").status_code == 401
+    r = c.get("/v1/kpis/predictions", headers=svc.auth(Role.VIEWER))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["horizon_s"] == svc.runtime.model.schema.horizon_s
+    assert set(body["kpis"]) == {
+        "throughput_per_hour", "scrap_rate", "energy_kwh_per_good_part", "profit_per_hour"
+    }  # fmt: skip
+    assert body["open_pairs"] >= 1  # the cycles so far opened pairs; none has closed yet
