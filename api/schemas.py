@@ -373,7 +373,14 @@ class KpisOut(BaseModel):
     energy_kwh_per_hour: float | None
     energy_kwh_per_good_part: float | None
     profit_per_hour: float | None
-    oee: float | None
+    oee: float | None = Field(
+        description="Overall equipment effectiveness as ISO 22400-2 defines it, in [0, 1]: "
+        "availability x performance x quality over the window (all of it planned time). "
+        "Availability: 1 - the constraint station's downtime / window (the constraint is the "
+        "station with the largest cycle time / its maximum speed). Performance: (good + scrap) "
+        "x that ideal time per part / available time, against the fastest allowed rate, so "
+        "never above 1. Quality: good / (good + scrap)."
+    )
     availability: dict[str, float | None]
     utilisation: dict[str, float | None]
 
