@@ -19,7 +19,10 @@ from linetwin.models.features import OUT_ENERGY, OUT_GOOD, OUT_SCRAP, FeatureSch
 from linetwin.models.network import EnsembleMLP, numpy_forward
 from linetwin.twin.spec import Economics
 
-NUMPY_MAX_BATCH = 64
+NUMPY_MAX_BATCH = 16
+"""Rows up to which `predict` runs the numpy forward on the CPU (torch above: at 32-64 rows of
+the 50-station line numpy's multithreaded BLAS took 30 ms on a loaded 2-core machine, torch
+on its one thread 1.5 ms)."""
 Z90 = 1.6448536269514722  # two-sided 90% band of a normal
 
 

@@ -51,7 +51,7 @@ def test_beats_the_training_mean_on_fresh_states(model: Surrogate, fresh: Datase
 def test_small_batch_numpy_path_equals_large_batch_torch_path(
     model: Surrogate, fresh: Dataset
 ) -> None:
-    small, large = 40, 160
+    small, large = 12, 160
     assert small <= NUMPY_MAX_BATCH < large  # the two paths are the two sizes
     big = model.predict(fresh.state[:large], fresh.setpoints[:large])
     few = model.predict(fresh.state[:small], fresh.setpoints[:small])
