@@ -355,9 +355,9 @@ class Runtime:
             recent = float(recent_throughput(before, snap)[0])
             if self._stop.is_set():
                 break
-            self.run_cycle(snap, recent, received)
             if self.external:
-                self._after_external_cycle()
+                self._note_external()
+            self.run_cycle(snap, recent, received)
 
     def _hold_if_stale(self) -> None:
         """No new row: when the plant's data went stale or bad, publish one fallback decision
@@ -367,12 +367,14 @@ class Runtime:
         if reason is None or self._holding or latest is None:
             return
         self._holding = True
+        self._hand_noted = False  # whatever runs when the data come back is a new episode
         self._audit_plant("plant.data", reason)
         self.run_cycle(latest, self.last_recent or 0.0, None)
 
-    def _after_external_cycle(self) -> None:
-        """After a cycle on a measured snapshot: note (audit) when the data are bad and when
-        the plant runs other setpoints than published (running by hand, followed)."""
+    def _note_external(self) -> None:
+        """Before a cycle on a measured snapshot: note (audit) when the data are bad and when
+        the plant runs other setpoints than published (running by hand: the cycle follows it,
+        the guard ramping from what the plant runs)."""
         reason = self.plant_problem()
         if reason is None:
             self._holding = False
