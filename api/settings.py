@@ -110,8 +110,8 @@ class Settings(BaseModel):
     max_plant_body_bytes: int = Field(
         default=16_777_216,
         ge=1024,
-        description="Largest body of POST /v1/plant/snapshots, bytes (16 MiB: about 600 rows "
-        "of a 50-station line as JSON, 2,000 as CSV; send a day in batches).",
+        description="Largest body of POST /v1/plant/snapshots, bytes (16 MiB: about 850 rows "
+        "of a 50-station line as JSON, 3,000 as CSV; send a day in batches).",
     )
     max_errors: int = Field(
         default=20, ge=1, description="Validation errors listed in a 422 (then 'and N more')."
