@@ -24,7 +24,7 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ class RunResult:
     fallbacks: int
     limit_violations: int
     rate_violations: int
+    fallback_reasons: dict[str, int] = field(default_factory=dict)
 
 
 def run_plant(
@@ -93,6 +94,7 @@ def run_plant(
         guard = runtime.controller.guard
         present = guard.present
         decisions = fallbacks = limits = rates = 0
+        reasons: dict[str, int] = {}
         runtime.start()
         try:
             external.ingest(rows_from_snapshot(plant.step(tick_s), spec))  # the loop's start
@@ -107,6 +109,9 @@ def run_plant(
                 decision = runtime.storage.to_decision(runtime.storage.decision(version))
                 decisions += 1
                 fallbacks += int(decision.fallback)
+                if decision.fallback:
+                    why = decision.reasons[0] if decision.reasons else ""
+                    reasons[why] = reasons.get(why, 0) + 1
                 sp = decision.setpoints
                 running = plant.setpoints[0]
                 tol = 1e-9
@@ -120,7 +125,7 @@ def run_plant(
         finally:
             runtime.stop()
     profit = float(window_kpis(start, end).profit_per_hour[0])
-    return RunResult(profit, decisions, fallbacks, limits, rates)
+    return RunResult(profit, decisions, fallbacks, limits, rates, reasons)
 
 
 def compare(
