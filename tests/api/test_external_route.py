@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from linetwin.api.app import create_app
@@ -222,3 +223,22 @@ def test_a_database_of_schema_1_takes_gateway_keys(tmp_path: Path, two: LineSpec
             storage.write("delete") as con2,
         ):
             con2.execute("DELETE FROM api_keys")
+
+
+def test_record_keeps_every_row_ingested(two: LineSpec, model_dir: Path, tmp_path: Path) -> None:
+    from linetwin.twin.recorder import read_recording
+
+    path = tmp_path / "plant.parquet"
+    svc = make_service(two, model_dir, tmp_path / "data", plant="external", record=path)
+    svc.runtime.start()
+    try:
+        gw = svc.auth(Role.GATEWAY)
+        rows = plant_rows(two, 150)
+        for k in range(0, 150, 50):
+            assert svc.client.post(PATH, json={"rows": rows[k : k + 50]}, headers=gw).is_success
+        assert svc.client.post(PATH, json={"rows": rows[:50]}, headers=gw).is_success  # resent
+    finally:
+        svc.runtime.stop()
+    rec = read_recording(path)
+    assert rec.n_ticks == 150
+    np.testing.assert_allclose(rec.time_s, np.arange(1.0, 151.0))
