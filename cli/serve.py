@@ -82,6 +82,7 @@ def serve(
     import uvicorn
 
     from linetwin.api.app import create_app
+    from linetwin.api.errors import UsageError
     from linetwin.api.runtime import Runtime
     from linetwin.api.settings import Settings
 
@@ -98,6 +99,8 @@ def serve(
         stale_after_s=stale_after_s,
         opcua=opcua,
     )
+    if settings.opcua is not None and settings.plant != "external":
+        raise UsageError("--opcua reads an external plant: it needs --plant external")
     spec = load_line(settings.line)
     model = load_or_train(
         spec, None if settings.model_dir is None else str(settings.model_dir), False

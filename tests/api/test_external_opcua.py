@@ -148,3 +148,10 @@ def test_plant_emulate_serves_opcua(
     assert (tmp_path / "certs" / "server-cert.der").is_file()  # made next to the mapping
     missing = cli("plant", "emulate", "--line", "two-station")
     assert missing.code == 2 and "--key" in missing.err
+
+
+def test_serve_opcua_needs_an_external_plant(cli: Any, tmp_path: Path) -> None:
+    result = cli("serve", "--opcua", tmp_path / "m.toml", "--data-dir", tmp_path)
+    assert result.code == 2 and "--plant external" in result.err
+    bad = cli("serve", "--plant", "outside", "--data-dir", tmp_path)
+    assert bad.code == 2 and "twin" in bad.err
