@@ -7,7 +7,9 @@ nominal spec with its surrogate. Each run steps the plant as fast as possible: `
 plant seconds of rows (one every `tick_s`) go into the service's external plant
 (`ExternalPlant.ingest`, the route's path without HTTP), the runtime's controller decides on
 them (plant time: a decision per period), and the plant applies the published setpoints
-before the next period. The baseline is the same plant, same seed, at nominal setpoints.
+before the next period. Each run also times a period's rows (6 rows, 10 s apart) from
+`ingest` to the decision published on them (p50, p95). The baseline is the same plant, same
+seed, at nominal setpoints.
 
 Reported: the plant's realised profit per hour (`twin.kpi.window_kpis` over the run, the
 plant's own counters), the paired difference controlled - nominal per seed, its mean and 95%
@@ -55,6 +57,8 @@ class RunResult:
     limit_violations: int
     rate_violations: int
     fallback_reasons: dict[str, int] = field(default_factory=dict)
+    latency_ms: tuple[float, float] = (0.0, 0.0)
+    """From a period's rows handed to the plant to its decision published: p50, p95 (ms)."""
 
 
 def run_plant(
@@ -95,14 +99,17 @@ def run_plant(
         present = guard.present
         decisions = fallbacks = limits = rates = 0
         reasons: dict[str, int] = {}
+        latencies: list[float] = []
         runtime.start()
         try:
             external.ingest(rows_from_snapshot(plant.step(tick_s), spec))  # the loop's start
             version = 0
             for _ in range(n_periods):
                 rows = [rows_from_snapshot(plant.step(tick_s), spec)[0] for _ in range(per_period)]
+                t0 = time.perf_counter()
                 external.ingest(rows)
                 got = runtime.wait_newer(version, DECISION_WAIT_S)
+                latencies.append(time.perf_counter() - t0)
                 if got is None or got.version <= version:
                     raise RuntimeError(f"no decision within {DECISION_WAIT_S} s of the rows")
                 version = got.version
@@ -125,7 +132,8 @@ def run_plant(
         finally:
             runtime.stop()
     profit = float(window_kpis(start, end).profit_per_hour[0])
-    return RunResult(profit, decisions, fallbacks, limits, rates, reasons)
+    p50, p95 = (float(v) * 1000.0 for v in np.percentile(latencies, [50, 95]))
+    return RunResult(profit, decisions, fallbacks, limits, rates, reasons, (p50, p95))
 
 
 def compare(
