@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from linetwin.api.text import check_text
+from linetwin.optimizer.problem import MOVE_MIN_GAIN_PER_HOUR, MOVE_SIGNIFICANCE
 
 FiniteNumber = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 ModeName = Literal["closed", "advisory", "manual"]
@@ -46,6 +47,32 @@ class Estimate(BaseModel):
     std: float | None
 
 
+class HoldOut(BaseModel):
+    """Why the cycle's target moved or held: the new optimum's paired, calibrated profit gain
+    over the held target (and over what the plant runs), its one-sided bounds at the
+    objective's significance level, and the threshold it had to clear."""
+
+    moved: bool = Field(description="Whether the target moved to the new optimum.")
+    why: str = Field(
+        description="significant_gain, no_significant_gain, stopped, running_breaks_cap or "
+        "test_off."
+    )
+    gain_per_hour: float | None = Field(description="Mean gain over the held target, per hour.")
+    gain_low: float | None = Field(description="Lower bound of that gain; null with the test off.")
+    gain_high: float | None = Field(description="Upper bound of that gain; null with the test off.")
+    running_gain_per_hour: float | None = Field(
+        description="Mean gain over the setpoints the plant runs, per hour."
+    )
+    running_gain_low: float | None
+    running_gain_high: float | None = None
+    min_gain_per_hour: float | None = Field(description="The objective's minimum gain, per hour.")
+    significance: float | None = Field(description="The objective's significance level.")
+    dropped: str | None = Field(
+        description="Why a held target was given up before judging (out_of_envelope, "
+        "breaks_cap, locked), else null."
+    )
+
+
 class DecisionOut(BaseModel):
     """A published decision: what the guard let through, why, and what the model predicts."""
 
@@ -69,6 +96,9 @@ class DecisionOut(BaseModel):
     fallback: bool = Field(description="True when the last-known-good setpoints are held.")
     applied: bool = Field(description="Whether the decision went to the plant.")
     timings: dict[str, float | None] = Field(default_factory=dict)
+    hold: HoldOut | None = Field(
+        None, description="Why the target moved or held this cycle; null when nothing was solved."
+    )
 
 
 class DecisionPage(BaseModel):
@@ -224,6 +254,13 @@ class ObjectiveOut(BaseModel):
     energy_weight: float
     energy_cap_kwh_per_hour: float | None
     scrap_rate_cap: float | None
+    move_min_gain_per_hour: float = Field(
+        description="A setpoint target moves only for a predicted profit gain above this, /h."
+    )
+    move_significance: float = Field(
+        description="Significance level of the move test: the gain's lower one-sided bound at "
+        "this level must exceed move_min_gain_per_hour (1: no test, every optimum is taken)."
+    )
 
 
 class ObjectiveIn(_Strict):
@@ -235,6 +272,12 @@ class ObjectiveIn(_Strict):
     ] = None
     scrap_rate_cap: Annotated[float | None, Field(gt=0, lt=1, allow_inf_nan=False, strict=True)] = (
         None
+    )
+    move_min_gain_per_hour: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] = (
+        MOVE_MIN_GAIN_PER_HOUR
+    )
+    move_significance: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, strict=True)] = (
+        MOVE_SIGNIFICANCE
     )
     reason: Reason
 

@@ -2,12 +2,18 @@
 
     python bench/twin.py [--quick]
 
-For the two-station line and the bundled example line, in one process: station-operations
+For the two-station line, the bundled example line and the varied line (gamma and lognormal
+processing, Weibull failures, lognormal repairs), in one process: station-operations
 (parts finished by any station, scrapped ones included) per wall-clock second of (a) the SimPy
 reference model `bench/simpy_line.py`, (b) the twin with one scenario, one `advance` call
 after warm-up calls that compile and calibrate it, (c) the twin with 4096 scenarios on the
 CPU threads numba uses. Ratios are twin over SimPy measured seconds apart in the same process,
 which is what survives on a shared machine; absolute rates drift with the machine's load.
+
+The targets (twin >= 10x SimPy for one scenario, >= 100x batched) are for the two-station and
+example lines. The varied line shows what the non-exponential laws cost: a gamma or lognormal
+part and a Weibull busy stretch need a few transcendental functions each (logs, a cosine,
+powers) where an exponential part needs one logarithm, so both the twin and SimPy slow down.
 
 It also checks the twin against ground truth at the benchmark's own settings: on the
 two-station exponential line, the throughput of the benchmarked runs against the exact
@@ -44,7 +50,7 @@ from linetwin.twin import Twin, bundled_spec  # noqa: E402
 from linetwin.twin.spec import LineSpec  # noqa: E402
 
 BATCH = 4096
-LINES = ("two-station", "example")
+LINES = ("two-station", "example", "varied")  # varied: gamma, lognormal, Weibull laws
 
 
 def load_by_path(name: str, path: Path) -> ModuleType:

@@ -13,6 +13,7 @@ import click
 
 from linetwin.api.errors import ApiError, UsageError
 from linetwin.cli.admin import audit_group, keys_group
+from linetwin.cli.calibrate import calibrate_command
 from linetwin.cli.common import (
     ProgressBar,
     StageBar,
@@ -379,6 +380,7 @@ cli.add_command(recording_group)
 cli.add_command(serve_command)
 cli.add_command(poll_command)
 cli.add_command(replay_command)
+cli.add_command(calibrate_command)
 cli.add_command(plant_group)
 
 

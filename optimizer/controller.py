@@ -47,6 +47,7 @@ from linetwin.optimizer.guard import Reason, SetpointGuard
 from linetwin.optimizer.held import Held
 from linetwin.optimizer.monitor import InputMonitor
 from linetwin.optimizer.problem import RISK_AVERSION, Objective, make_problem
+from linetwin.optimizer.steady import HoldSummary, SteadyHold, unchanged
 from linetwin.optimizer.store import DecisionStore, MemoryStore, Versioned
 from linetwin.twin.snapshot import Snapshot
 from linetwin.twin.spec import LineSpec
@@ -123,6 +124,9 @@ class Controller(Generic[StoredT]):
         self.plant_setpoints = plant_setpoints
         self.guard = SetpointGuard(spec, last_good)  # default: nominal
         self.monitor = InputMonitor(spec, stale_after_s)
+        self.steady = SteadyHold()  # the steady target, moved only for significant gains
+        self._last_published: Decision | None = store.latest()
+        """The newest published decision: a cycle that would publish the same again does not."""
         self._warm: np.ndarray | None = None
         self._lock = threading.RLock()
         self._pending: Decision | None = None
@@ -378,6 +382,24 @@ class Controller(Generic[StoredT]):
             held = self._held
             proposal = None
             predicted: dict[str, tuple[float, float]] = {}
+            # Steady targets: head for the held target unless the new optimum is a significant
+            # gain over it and over what the plant runs (optimizer/steady.py).
+            hold: HoldSummary | None = None
+            if solution is not None:
+                try:
+                    schema = self.model.schema
+                    verdict = self.steady.decide(
+                        self.model,
+                        self.objective,
+                        schema.state_features(snap, np.array([recent_throughput_per_hour]))[0],
+                        schema.setpoint_features(running[None])[0],
+                        solution.setpoints,
+                        self.locked,
+                        snap.time_s,
+                    )
+                    solution, hold = replace(solution, setpoints=verdict.target), verdict.summary
+                except Exception:  # the model failed: do not publish the solver's answer
+                    solution, failure = None, Reason.MODEL_FAILED
             if solution is not None:
                 schema = self.model.schema
                 proposal = schema.setpoint_array(solution.setpoints[None], running[None])[0]
@@ -424,9 +446,12 @@ class Controller(Generic[StoredT]):
                     fallback=result.fallback,
                     applied=self._mode is Mode.CLOSED,
                     timings={} if solution is None else solution.timings.as_dict(),
+                    hold=hold,
                 )
-            done = self._publish(decision, None, None)
             self._ramping = ramping
+            if unchanged(self._last_published, decision):
+                return decision  # nothing new: not published (version 0), nothing applied
+            done = self._publish(decision, None, None)
             advice = self._mode is Mode.ADVISORY and not done.applied
             self._pending = done if advice else None
             return done
@@ -509,6 +534,7 @@ class Controller(Generic[StoredT]):
             )
             if record is not None:
                 record(done)
+        self._last_published = done
         if done.applied and self.apply is not None:
             self.apply(done.setpoints)
         if self.on_publish is not None:

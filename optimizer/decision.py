@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from linetwin.optimizer.errors import DecisionCodecError
+from linetwin.optimizer.hold import HoldSummary
 
 if TYPE_CHECKING:
     from linetwin.twin.spec import LineSpec
@@ -65,6 +66,7 @@ class Decision:
     fallback: bool
     applied: bool
     timings: dict[str, float] = field(default_factory=dict)
+    hold: HoldSummary | None = None
 
     def setpoint_mapping(self, spec: LineSpec, which: str = "setpoints") -> Setpoints:
         """`{station: {setpoint: value}}` of `setpoints` or `target` ({} when None)."""
@@ -88,6 +90,7 @@ FIELDS = (
     "fallback",
     "applied",
     "timings",
+    "hold",
 )
 """The payload's keys, in the order `encode` writes them."""
 
@@ -118,7 +121,12 @@ def encode(decision: Decision, spec: LineSpec) -> dict[str, Any]:
         "fallback": bool(decision.fallback),
         "applied": bool(decision.applied),
         "timings": {str(k): _number(v) for k, v in decision.timings.items()},
+        "hold": None if decision.hold is None else _hold_json(decision.hold),
     }
+
+
+def _hold_json(hold: HoldSummary) -> dict[str, Any]:
+    return {k: _number(v) if isinstance(v, float) else v for k, v in hold.to_json().items()}
 
 
 def _number(value: float | None) -> float | None:
@@ -206,6 +214,12 @@ def validate(payload: Any) -> dict[str, Any]:
     if not isinstance(timings, Mapping):
         raise DecisionCodecError(f"decision.timings: expected an object, got {timings!r}")
     target = get("target")
+    hold = payload.get("hold")  # decisions stored before the steady hold have none
+    if hold is not None:
+        try:
+            hold = HoldSummary.from_json(hold).to_json()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DecisionCodecError(f"decision.hold: malformed ({exc!r}): {hold!r}") from None
     return {
         "id": ident,
         "version": version,
@@ -221,6 +235,7 @@ def validate(payload: Any) -> dict[str, Any]:
         "reasons": list(reasons),
         **flags,
         "timings": {str(k): _read_number(v, f"timings.{k}", null=True) for k, v in timings.items()},
+        "hold": hold,
     }
 
 
@@ -277,6 +292,7 @@ def decode(payload: Any, spec: LineSpec) -> Decision:
         fallback=data["fallback"],
         applied=data["applied"],
         timings={k: nan(v) for k, v in data["timings"].items()},
+        hold=None if data["hold"] is None else HoldSummary.from_json(data["hold"]),
     )
 
 

@@ -1,8 +1,10 @@
 """The setpoint guard: the only door through which any setpoint reaches the store and the plant.
 
 Whoever proposes setpoints (the optimizer, an engineer's override, a rollback), the guard makes
-what leaves finite, inside the engineering limits, on the setpoint's grid, within one cycle's
-rate of change from what the plant runs, and without moves smaller than the actuator resolves.
+what leaves finite, inside the engineering limits, on the setpoint's grid (or rounded to its
+resolution: `Lattice`), within one cycle's rate of change from what the plant runs, and without
+moves smaller than the actuator resolves. Rounding goes toward the running value, so it never
+leaves the limits or the rate limit.
 When the inputs are stale or bad, the model or the solver failed, or the proposal itself is
 unusable, it falls back to the last-known-good setpoints and says why: it holds them, or, where
 the plant runs something else, heads back to them at the same rate limit as any other move.
@@ -80,6 +82,59 @@ class BatchResult:
     reasons: list[tuple[Reason, ...]]
 
 
+class Lattice:
+    """The values each setpoint may be published at: `min + k * grid` for a gridded setpoint,
+    else `k * resolution` (a setpoint without resolution or grid is continuous), for the
+    integers k that stay inside the limits.
+
+    Values on a lattice are written with as many decimals as the grid's or resolution's own
+    (and the minimum's, for a grid), so `1.15 + 0.05` is published as `1.2`, not
+    `1.2000000000000002`. A slot whose limits hold no lattice value is left continuous.
+    """
+
+    def __init__(
+        self,
+        present: np.ndarray,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        resolution: np.ndarray,
+        grid: np.ndarray,
+    ) -> None:
+        self.step = np.where(grid > 0, grid, resolution)
+        self.origin = np.where(grid > 0, lower, 0.0)
+        q = np.where(self.step > 0, self.step, 1.0)
+        self.k_min = np.ceil((lower - self.origin) / q - 1e-9)
+        self.k_max = np.floor((upper - self.origin) / q + 1e-9)
+        self.on = present & (self.step > 0) & (self.k_min <= self.k_max)
+        self.q = q
+        decimals = np.full(present.shape, -1, dtype=np.int64)
+        for idx in zip(*np.nonzero(self.on), strict=True):
+            a, b = _decimals(float(self.origin[idx])), _decimals(float(self.step[idx]))
+            decimals[idx] = -1 if a is None or b is None else max(a, b)
+        self.decimals = decimals
+
+    def snap(self, values: np.ndarray, toward: np.ndarray) -> np.ndarray:
+        """Put `values` `(..., n_stations, 2)` on the lattice, rounding toward `toward`."""
+        if not self.on.any():
+            return values
+        k = (values - self.origin) / self.q
+        up, down = np.ceil(k - 1e-9), np.floor(k + 1e-9)
+        k = np.clip(np.where(values >= toward, down, up), self.k_min, self.k_max)
+        out = self.origin + k * self.q
+        for d in np.unique(self.decimals[self.on]):
+            if d >= 0:  # drop the binary noise of origin + k * step
+                out = np.where(self.on & (self.decimals == d), np.round(out, int(d)), out)
+        return np.where(self.on, out, values)
+
+
+def _decimals(x: float, most: int = 12) -> int | None:
+    """The fewest decimals that write `x` exactly (to 1e-12 relative), or None past `most`."""
+    for d in range(most + 1):
+        if abs(round(x, d) - x) <= 1e-12 * max(1.0, abs(x)):
+            return d
+    return None
+
+
 class SetpointGuard:
     """Enforce a line's setpoint limits; remember the last-known-good setpoints."""
 
@@ -99,6 +154,7 @@ class SetpointGuard:
                     self.max_step[i, k] = sp.max_step
                     self.resolution[i, k] = sp.resolution
                     self.grid[i, k] = sp.grid or 0.0
+        self._lattice = Lattice(self.present, self.lower, self.upper, self.resolution, self.grid)
         start = nominal if last_good is None else self.sanitise(last_good)
         self.last_good = self.snap(start, start)
 
@@ -113,16 +169,10 @@ class SetpointGuard:
         return np.where(self.present, np.clip(v, self.lower, self.upper), 0.0)
 
     def snap(self, values: np.ndarray, toward: np.ndarray) -> np.ndarray:
-        """Put gridded setpoints on their grid, rounding toward `toward` when it matters."""
-        has = self.grid > 0
-        if not has.any():
-            return values
-        g = np.where(has, self.grid, 1.0)
-        k = (values - self.lower) / g
-        up, down = np.ceil(k - 1e-9), np.floor(k + 1e-9)
-        k_max = np.floor((self.upper - self.lower) / g + 1e-9)  # the last grid value inside
-        k = np.clip(np.where(values >= toward, down, up), 0.0, k_max)
-        return np.where(has, self.lower + k * g, values)
+        """Put values `(..., n_stations, 2)` on their setpoint's lattice (the grid
+        `min + k * grid`, else multiples of the resolution), rounding toward `toward` (a value
+        at or above it rounds down) and staying inside the limits; see `Lattice`."""
+        return self._lattice.snap(values, toward)
 
     def reject(self, reason: Reason, running: np.ndarray | None = None) -> GuardResult:
         """Fall back to the last-known-good setpoints because of `reason`.
@@ -191,8 +241,13 @@ class SetpointGuard:
         bad = np.asarray(~np.isfinite(np.where(self.present, p, 0.0)).all(axis=(1, 2)))
         target = np.where(self.present, np.clip(np.nan_to_num(p), self.lower, self.upper), 0.0)
         clamped = (self.present & (target != p)).any(axis=(1, 2)) & ~bad
-        target = np.where(bad[:, None, None], last_good, self.snap(target, now))
+        snapped = self.snap(target, now)
+        # a move the resolution rounds away entirely is a move below it: not sent (DEADBAND)
+        unsent = (self.resolution > 0) & (self.grid == 0) & (snapped == now)
+        unsent = (unsent & (np.abs(target - now) > 1e-9)).any(axis=(1, 2))
+        target = np.where(bad[:, None, None], last_good, snapped)
         out, ramped, deadband = self._ramp(now, target)
+        deadband = deadband | unsent
         last_good[~bad] = out[~bad]
         reasons: list[tuple[Reason, ...]] = []
         for i in range(p.shape[0]):

@@ -13,6 +13,14 @@ from linetwin.models.surrogate import OUT_ENERGY, OUT_GOOD, OUT_SCRAP
 from linetwin.optimizer.errors import ProblemError
 from linetwin.twin.spec import Economics, LineSpec
 
+MOVE_MIN_GAIN_PER_HOUR = 2.0
+"""Default least predicted profit gain, currency per hour, for which the controller moves its
+setpoint target (see `Objective`; measured in `bench/steadiness.py`)."""
+
+MOVE_SIGNIFICANCE = 0.1
+"""Default significance level of the move test: the gain's lower one-sided 90% bound must
+exceed the minimum gain."""
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -21,6 +29,14 @@ class Objective:
     profit/h = good_weight * good/h - scrap_weight * scrap/h - energy_weight * kWh/h; the
     defaults are the spec's economics (price per good part, cost per scrapped part, energy
     price). Caps: energy in kWh/h, scrap rate as a fraction of parts finished.
+
+    Move suppression (`optimizer/steady.py`): the controller moves its setpoint target to a new
+    optimum only when the predicted profit gain over the target it holds and over what the
+    plant runs, paired over the surrogate's members and calibrated, is significant: its lower
+    one-sided bound at significance level `move_significance` exceeds `move_min_gain_per_hour`
+    (currency per hour). Defaults: `MOVE_MIN_GAIN_PER_HOUR` and `MOVE_SIGNIFICANCE`; a
+    significance of 1 turns the test off (every cycle's optimum becomes the target, as before
+    issue 14).
     """
 
     good_weight: float
@@ -28,6 +44,8 @@ class Objective:
     energy_weight: float
     energy_cap_kwh_per_hour: float | None = None
     scrap_rate_cap: float | None = None
+    move_min_gain_per_hour: float = MOVE_MIN_GAIN_PER_HOUR
+    move_significance: float = MOVE_SIGNIFICANCE
 
     def __post_init__(self) -> None:
         for name in ("good_weight", "scrap_weight", "energy_weight"):
@@ -46,6 +64,22 @@ class Objective:
         if rate is not None and not (math.isfinite(rate) and 0 < rate < 1):
             raise ProblemError(
                 f"objective.scrap_rate_cap must be in (0, 1), got {rate}", field="scrap_rate_cap"
+            )
+        gain = self.move_min_gain_per_hour
+        if isinstance(gain, bool) or not (
+            isinstance(gain, int | float) and math.isfinite(gain) and gain >= 0
+        ):
+            raise ProblemError(
+                f"objective.move_min_gain_per_hour must be a finite number >= 0, got {gain!r}",
+                field="move_min_gain_per_hour",
+            )
+        alpha = self.move_significance
+        if isinstance(alpha, bool) or not (
+            isinstance(alpha, int | float) and math.isfinite(alpha) and 0 < alpha <= 1
+        ):
+            raise ProblemError(
+                f"objective.move_significance must be in (0, 1], got {alpha!r}",
+                field="move_significance",
             )
 
     @classmethod

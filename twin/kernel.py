@@ -5,9 +5,10 @@ written in the subset of Python that numba compiles both for CPU threads (`twin.
 and for CUDA threads (`twin.engine_cuda`): scalars, `math`, array indexing, no allocation.
 
 The model: stations in series with unlimited supply and sink, finite buffers, blocking after
-service, processing times deterministic or exponential with mean cycle_time / speed, failures
-that strike only while processing (their hazard rises with wear) and resume the interrupted
-part after repair, scrap drawn per finished part from speed and temperature, first-order
+service, processing times with mean cycle_time / speed (deterministic, exponential, gamma or
+lognormal), failures that strike only while processing (exponential or Weibull in busy time,
+their hazard scaled up by wear) and resume the interrupted part after a repair (exponential or
+lognormal), scrap drawn per finished part from speed and temperature, first-order
 temperature in closed form, energy integrated per status. Events are exact in continuous time:
 nothing is discretised, so step size never biases a result.
 """
@@ -24,6 +25,7 @@ from linetwin.twin.layout import (
     C_RELEASED,
     C_SCRAP,
     DOWN,
+    F_AGE,
     F_ENERGY,
     F_LEFT,
     F_LIFE,
@@ -44,16 +46,26 @@ from linetwin.twin.layout import (
     I_FAILS,
     I_SCRAP,
     I_STATUS,
+    LAW_GAMMA,
+    LAW_LOGNORMAL,
+    LAW_WEIBULL,
     P_AMBIENT,
     P_CYCLE,
     P_ENERGY_EXP,
     P_EXPO,
     P_FAIL,
+    P_FAIL_LAW,
+    P_FAIL_SCALE,
+    P_FAIL_SHAPE,
     P_HEAT_PER_C,
     P_IDEAL_HI,
     P_IDEAL_LO,
     P_IDLE_KW,
     P_MTTR,
+    P_PROC_LAW,
+    P_PROC_SHAPE,
+    P_REPAIR_LAW,
+    P_REPAIR_SIGMA,
     P_RUN_KW,
     P_SCRAP_BASE,
     P_SCRAP_MAX,
@@ -84,6 +96,7 @@ _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0
+_TWO_PI = 2.0 * math.pi
 
 
 @_jit
@@ -101,6 +114,47 @@ def uniform(rng, s, i, k):
 def exponential(rng, s, i, k):
     """Draw Exp(1) from stream `rng[s, i, k]`."""
     return -math.log(1.0 - uniform(rng, s, i, k))
+
+
+@_jit
+def normal(rng, s, i, k):
+    """Draw N(0, 1) from stream `rng[s, i, k]` (Box-Muller: always two uniforms)."""
+    r = math.sqrt(-2.0 * math.log(1.0 - uniform(rng, s, i, k)))
+    angle = _TWO_PI * uniform(rng, s, i, k)
+    return r * math.cos(angle)
+
+
+@_jit
+def lognormal_unit(rng, s, i, k, sigma):
+    """Draw a lognormal variate of mean 1 and log-sd `sigma` from stream `rng[s, i, k]`."""
+    return math.exp(sigma * normal(rng, s, i, k) - 0.5 * sigma * sigma)
+
+
+@_jit
+def gamma_unit(rng, s, i, k, shape):
+    """Draw Gamma(shape) / shape (mean 1, cv 1/sqrt(shape)) from stream `rng[s, i, k]`.
+
+    Marsaglia and Tsang's squeeze-and-reject method (exact); below shape 1 it draws
+    Gamma(shape + 1) * U ** (1 / shape). How many uniforms a draw takes depends on the
+    uniforms only, never on the speed, so common random numbers stay aligned across speeds.
+    """
+    a = shape
+    boost = 1.0
+    if a < 1.0:
+        boost = (1.0 - uniform(rng, s, i, k)) ** (1.0 / a)
+        a += 1.0
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        z = normal(rng, s, i, k)
+        v = 1.0 + c * z
+        if v <= 0.0:
+            continue
+        v = v * v * v
+        u = 1.0 - uniform(rng, s, i, k)
+        z2 = z * z
+        if u < 1.0 - 0.0331 * z2 * z2 or math.log(u) < 0.5 * z2 + d * (1.0 - v + math.log(v)):
+            return d * v * boost / shape
 
 
 @_jit
@@ -142,21 +196,47 @@ def arm(fs, tnext, s, i):
 
 
 @_jit
+def weibull_spent(fs, par, s, i, age):
+    """Return the base cumulative hazard of a Weibull station at busy age `age` s."""
+    return (age / par[i, P_FAIL_SCALE]) ** par[i, P_FAIL_SHAPE]
+
+
+@_jit
 def begin_busy(fs, par, tnext, s, i, t):
-    """Start an uninterrupted busy stretch at t: schedule the failure that may end it."""
+    """Start an uninterrupted busy stretch at t: schedule the failure that may end it.
+
+    The failure comes when the hazard spent since the last repair uses up the Exp(1) budget
+    F_LIFE. Exponential: the hazard is constant over the stretch. Weibull: the base hazard
+    grows with the busy age F_AGE, times the wear multiplier held over the stretch.
+    """
     fs[s, i, F_TBUSY] = t
     h = hazard(fs, par, s, i)
-    fs[s, i, F_TFAIL] = t + fs[s, i, F_LIFE] / h if h > 0.0 else INF
+    if h <= 0.0:
+        fs[s, i, F_TFAIL] = INF
+    elif par[i, P_FAIL_LAW] == LAW_WEIBULL:
+        age = fs[s, i, F_AGE]
+        target = weibull_spent(fs, par, s, i, age) + fs[s, i, F_LIFE] * par[i, P_FAIL] / h
+        reach = par[i, P_FAIL_SCALE] * target ** (1.0 / par[i, P_FAIL_SHAPE])
+        fs[s, i, F_TFAIL] = t + max(reach - age, 0.0)
+    else:
+        fs[s, i, F_TFAIL] = t + fs[s, i, F_LIFE] / h
     arm(fs, tnext, s, i)
 
 
 @_jit
 def end_busy(fs, par, s, i, t):
-    """Close a busy stretch at t: spend hazard budget and accrue wear."""
+    """Close a busy stretch at t: spend hazard budget, age and accrue wear."""
     busy = t - fs[s, i, F_TBUSY]
     h = hazard(fs, par, s, i)
     if h > 0.0:
-        fs[s, i, F_LIFE] = max(fs[s, i, F_LIFE] - h * busy, 0.0)
+        if par[i, P_FAIL_LAW] == LAW_WEIBULL:
+            age = fs[s, i, F_AGE]
+            base = weibull_spent(fs, par, s, i, age + busy) - weibull_spent(fs, par, s, i, age)
+            spent = base * h / par[i, P_FAIL]
+        else:
+            spent = h * busy
+        fs[s, i, F_LIFE] = max(fs[s, i, F_LIFE] - spent, 0.0)
+    fs[s, i, F_AGE] += busy
     fs[s, i, F_WEAR] += busy * fs[s, i, F_WEAR_RATE] / 3600.0
     fs[s, i, F_TBUSY] = t
 
@@ -168,6 +248,10 @@ def start(fs, ist, par, rng, tnext, s, i, t):
     mean = par[i, P_CYCLE] / fs[s, i, F_SPEED]
     if par[i, P_EXPO] > 0.0:
         mean *= exponential(rng, s, i, R_WORK)
+    elif par[i, P_PROC_LAW] == LAW_GAMMA:
+        mean *= gamma_unit(rng, s, i, R_WORK, par[i, P_PROC_SHAPE])
+    elif par[i, P_PROC_LAW] == LAW_LOGNORMAL:
+        mean *= lognormal_unit(rng, s, i, R_WORK, par[i, P_PROC_SHAPE])
     fs[s, i, F_TDONE] = t + mean
     begin_busy(fs, par, tnext, s, i, t)
 
@@ -246,7 +330,11 @@ def fail(fs, ist, par, rng, tnext, s, i, t):
     fs[s, i, F_TFAIL] = INF
     set_status(fs, ist, par, s, i, DOWN, t)
     ist[s, i, I_FAILS] += 1
-    fs[s, i, F_TREPAIR] = t + par[i, P_MTTR] * exponential(rng, s, i, R_FAIL)
+    if par[i, P_REPAIR_LAW] == LAW_LOGNORMAL:
+        draw = lognormal_unit(rng, s, i, R_FAIL, par[i, P_REPAIR_SIGMA])
+    else:
+        draw = exponential(rng, s, i, R_FAIL)
+    fs[s, i, F_TREPAIR] = t + par[i, P_MTTR] * draw
     tnext[s, i] = fs[s, i, F_TREPAIR]
 
 
@@ -255,6 +343,7 @@ def repair(fs, ist, par, rng, tnext, s, i, t):
     """Station i is repaired at t: wear resets and the interrupted part resumes."""
     fs[s, i, F_TREPAIR] = INF
     fs[s, i, F_WEAR] = 0.0
+    fs[s, i, F_AGE] = 0.0
     fs[s, i, F_LIFE] = exponential(rng, s, i, R_FAIL)
     set_status(fs, ist, par, s, i, BUSY, t)
     fs[s, i, F_TDONE] = t + fs[s, i, F_LEFT]

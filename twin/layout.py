@@ -14,7 +14,7 @@ STATUS_NAMES = ("starved", "busy", "blocked", "down")
 
 # Per-station parameters, `params[station, P_*]`, compiled from the spec by `twin.params`.
 P_CYCLE = 0  # mean processing time at nominal speed, s
-P_EXPO = 1  # 1.0 exponential processing, 0.0 deterministic
+P_EXPO = 1  # 1.0 exponential processing, else 0.0 (the law is P_PROC_LAW)
 P_FAIL = 2  # base failure rate while busy, 1/s (0: never fails)
 P_MTTR = 3  # mean time to repair, s
 P_THERMAL = 4  # 1.0 if the station has thermal dynamics
@@ -33,7 +33,21 @@ P_RUN_KW = 16  # power while processing at nominal speed, kW
 P_ENERGY_EXP = 17  # running power exponent on speed / nominal
 P_WEAR_EXP = 18  # wear accrual exponent on speed / nominal
 P_WEAR_GAIN = 19  # failure rate multiplier per wear-hour
-N_PARAMS = 20
+P_PROC_LAW = 20  # processing law: LAW_DETERMINISTIC, LAW_EXPONENTIAL, LAW_GAMMA, LAW_LOGNORMAL
+P_PROC_SHAPE = 21  # gamma shape 1 / cv² (gamma), or lognormal sigma = sqrt(ln(1 + cv²))
+P_FAIL_LAW = 22  # failure law: LAW_EXPONENTIAL or LAW_WEIBULL (busy time to failure)
+P_FAIL_SHAPE = 23  # Weibull shape (beta)
+P_FAIL_SCALE = 24  # Weibull scale eta = mtbf / Gamma(1 + 1 / beta), busy s
+P_REPAIR_LAW = 25  # repair law: LAW_EXPONENTIAL or LAW_LOGNORMAL
+P_REPAIR_SIGMA = 26  # lognormal sigma of repair times = sqrt(ln(1 + cv²))
+N_PARAMS = 27
+
+# Law codes of `P_PROC_LAW`, `P_FAIL_LAW` and `P_REPAIR_LAW`.
+LAW_DETERMINISTIC = 0
+LAW_EXPONENTIAL = 1
+LAW_GAMMA = 2
+LAW_LOGNORMAL = 3
+LAW_WEIBULL = 4
 
 # Per-station float state, `fstate[scenario, station, F_*]`.
 F_TDONE = 0  # absolute completion time of the part in process, s (inf unless busy)
@@ -51,8 +65,9 @@ F_SPEED = 11  # speed setpoint in force
 F_TSET = 12  # temperature setpoint in force, °C
 F_RUN_KW = 13  # running power at the speed in force, kW
 F_WEAR_RATE = 14  # wear-hours per busy hour at the speed in force
-F_T0 = 15  # F_T0 + status: cumulative seconds spent in each status
-N_FSTATE = F_T0 + N_STATUS
+F_T0 = 15  # F_T0 + status: cumulative seconds spent in each status (4 columns)
+F_AGE = F_T0 + N_STATUS  # busy seconds since the last repair (Weibull failures' age)
+N_FSTATE = F_AGE + 1
 
 # Per-station integer state, `istate[scenario, station, I_*]`.
 I_STATUS = 0  # status code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from linetwin.twin import layout as L
 from linetwin.twin.errors import SetpointError
-from linetwin.twin.spec import SETPOINT_NAMES, LineSpec
+from linetwin.twin.spec import SETPOINT_NAMES, LineSpec, Station
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ def compile_params(spec: LineSpec) -> LineParams:
         speed = st.setpoints.speed
         p[i, L.P_CYCLE] = st.cycle_time_s
         p[i, L.P_EXPO] = 1.0 if st.processing == "exponential" else 0.0
+        _compile_laws(p[i], st)
         p[i, L.P_FAIL] = 1.0 / st.mtbf_s if st.mtbf_s else 0.0
         p[i, L.P_MTTR] = st.mttr_s or 0.0
         p[i, L.P_SCRAP_BASE] = st.scrap.base
@@ -66,6 +68,42 @@ def compile_params(spec: LineSpec) -> LineParams:
             p[i, L.P_IDEAL_HI] = th.ideal_max_c
             lo[i, L.S_TEMP], hi[i, L.S_TEMP], nom[i, L.S_TEMP] = temp.min, temp.max, temp.nominal
     return LineParams(p, cap, lo, hi, nom)
+
+
+_PROCESSING_LAWS = {
+    "deterministic": L.LAW_DETERMINISTIC,
+    "exponential": L.LAW_EXPONENTIAL,
+    "gamma": L.LAW_GAMMA,
+    "lognormal": L.LAW_LOGNORMAL,
+}
+
+
+def lognormal_sigma(cv: float) -> float:
+    """Return the sigma of a lognormal law with coefficient of variation `cv`."""
+    return math.sqrt(math.log1p(cv * cv))
+
+
+def weibull_scale(mean: float, shape: float) -> float:
+    """Return the scale of a Weibull law with `shape` and mean `mean` (same unit as mean)."""
+    return mean / math.gamma(1.0 + 1.0 / shape)
+
+
+def _compile_laws(row: np.ndarray, st: Station) -> None:
+    """Fill the law columns of one station's parameter row `(N_PARAMS,)`."""
+    row[L.P_PROC_LAW] = _PROCESSING_LAWS[st.processing]
+    if st.processing == "gamma" and st.cv is not None:
+        row[L.P_PROC_SHAPE] = 1.0 / (st.cv * st.cv)
+    elif st.processing == "lognormal" and st.cv is not None:
+        row[L.P_PROC_SHAPE] = lognormal_sigma(st.cv)
+    row[L.P_FAIL_LAW] = L.LAW_EXPONENTIAL
+    if st.failure_law == "weibull" and st.failure_shape is not None and st.mtbf_s is not None:
+        row[L.P_FAIL_LAW] = L.LAW_WEIBULL
+        row[L.P_FAIL_SHAPE] = st.failure_shape
+        row[L.P_FAIL_SCALE] = weibull_scale(st.mtbf_s, st.failure_shape)
+    row[L.P_REPAIR_LAW] = L.LAW_EXPONENTIAL
+    if st.repair_law == "lognormal" and st.repair_cv is not None:
+        row[L.P_REPAIR_LAW] = L.LAW_LOGNORMAL
+        row[L.P_REPAIR_SIGMA] = lognormal_sigma(st.repair_cv)
 
 
 def nominal_setpoints(lp: LineParams, n_scenarios: int) -> np.ndarray:

@@ -4,10 +4,19 @@ A recording holds what a plant can log (statuses, buffer levels, counters, energ
 readings, setpoints), not the twin's hidden clocks (when the part in process will finish,
 the failure budget). `restore` fills those in with draws from their conditional law:
 
-- memoryless clocks (exponential processing, failure budgets, repairs) are drawn fresh, as
-  `Twin.fork` does (`twin.state.redraw_memoryless`): exact by memorylessness;
-- the remaining time of a deterministic part in process is drawn uniform on (0, cycle), the
-  law of the time left on a constant-length job seen at a random instant;
+- memoryless clocks (exponential processing, failure budgets, exponential repairs) are drawn
+  fresh, as `Twin.fork` does (`twin.state.redraw_memoryless`): exact by memorylessness;
+- the remaining time of a part in process (or held by a down station) whose law is not
+  memoryless is drawn from the equilibrium residual law, the law of the time left on a job
+  seen at a random instant: U * X with U uniform on (0, 1) and X the length-biased job
+  length. Deterministic: uniform on (0, cycle); gamma(k): X ~ Gamma(k + 1) scaled to the
+  cycle; lognormal(sigma): X lognormal with log-mean sigma²/2 above the law's. The same for
+  the time left on a lognormal repair. This is an approximation: a row does not say when the
+  part or the repair started, and the residual given that elapsed time would need it;
+- the busy age of a Weibull station (busy seconds since its last repair) is recovered from
+  its recorded wear, `wear * 3600 / (speed / nominal) ** wear.speed_exponent`: exact when
+  the speed has not changed since the last repair. Given that age, the failure budget is
+  Exp(1) again (drawn fresh as above), so the time to failure has its exact conditional law;
 - temperatures start at the reading (the setpoint where the reading is missing or invalid);
 - cumulative status times start at zero (KPIs are differences over a window, so this is
   harmless).
@@ -83,11 +92,26 @@ def restore(
     # The part in process runs at the nominal speed in this state (initial_state's); the
     # kernel rescales what is left when the recorded speed comes into force at the first step.
     cycle = p[:, L.P_CYCLE] / fs[:, :, L.F_SPEED]
-    deterministic = p[:, L.P_EXPO] <= 0
+    kept = p[:, L.P_EXPO] <= 0  # not memoryless: drawn here, kept by redraw_memoryless
     left = rng.uniform(size=(copies, n)) * cycle
+    left *= length_biased_unit(p[:, L.P_PROC_LAW], p[:, L.P_PROC_SHAPE], rng, (copies, n))
     busy = status == L.BUSY
-    fs[:, :, L.F_TDONE] = np.where(busy & deterministic, t + left, np.inf)
-    fs[:, :, L.F_LEFT] = np.where((status == L.DOWN) & deterministic, left, 0.0)
+    down = status == L.DOWN
+    fs[:, :, L.F_TDONE] = np.where(busy & kept, t + left, np.inf)
+    fs[:, :, L.F_LEFT] = np.where(down & kept, left, 0.0)
+    lognormal_repair = p[:, L.P_REPAIR_LAW] == L.LAW_LOGNORMAL
+    if lognormal_repair.any():
+        sigma = np.where(lognormal_repair, p[:, L.P_REPAIR_SIGMA], 0.0)
+        z = rng.standard_normal((copies, n))
+        repair_left = (
+            p[:, L.P_MTTR] * rng.uniform(size=(copies, n)) * np.exp(sigma * z + sigma**2 / 2)
+        )
+        fs[:, :, L.F_TREPAIR] = np.where(down & lognormal_repair, t + repair_left, np.inf)
+    weibull = p[:, L.P_FAIL_LAW] == L.LAW_WEIBULL
+    if weibull.any():
+        ratio = row(rec.speed) / p[:, L.P_SPEED_NOM]
+        rate = np.where(ratio > 0, ratio, 1.0) ** p[:, L.P_WEAR_EXP]
+        fs[:, :, L.F_AGE] = np.where(weibull, fs[:, :, L.F_WEAR] * 3600.0 / rate, 0.0)
     redraw_memoryless(state, lp, rng, t)
     readings = Readings(
         temperature_c=temperature,
@@ -100,6 +124,28 @@ def restore(
     # The twin's convention: 0.0 where a station has no such setpoint (recordings hold NaN).
     setpoints = np.where(lp.present, np.stack([row(rec.speed), setpoint_t], axis=-1), 0.0)
     return Snapshot(spec, t, _checked(state), setpoints, readings)
+
+
+def length_biased_unit(
+    law: np.ndarray, shape_param: np.ndarray, rng: np.random.Generator, size: tuple[int, int]
+) -> np.ndarray:
+    """Draw length-biased processing lengths in units of the mean, `size (copies, n)`.
+
+    `law` and `shape_param` are the stations' `P_PROC_LAW` and `P_PROC_SHAPE` `(n,)`. 1.0
+    where the law is deterministic or exponential (exponential remainders are redrawn as
+    memoryless clocks anyway); nothing is drawn from `rng` on a line without gamma or
+    lognormal stations.
+    """
+    gamma = law == L.LAW_GAMMA
+    lognormal = law == L.LAW_LOGNORMAL
+    out = np.ones(size)
+    if gamma.any():
+        k = np.where(gamma, shape_param, 1.0)
+        out = np.where(gamma, rng.gamma(np.broadcast_to(k + 1.0, size)) / k, out)
+    if lognormal.any():
+        sigma = np.where(lognormal, shape_param, 0.0)
+        out = np.where(lognormal, np.exp(sigma * rng.standard_normal(size) + sigma**2 / 2), out)
+    return out
 
 
 def _checked(state: TwinState) -> TwinState:

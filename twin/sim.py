@@ -151,7 +151,9 @@ class Twin:
         """Set every station's wear since its last repair, equivalent busy hours
         `(n_scenarios, n_stations)` (for what-if runs and for sampling training states).
 
-        The failure rate follows from the next busy stretch on.
+        The failure rate follows from the next busy stretch on. A Weibull station's busy age
+        (busy seconds since its last repair) is set to match: `wear * 3600` divided by the
+        wear rate at the speed in force.
         """
         w = np.asarray(wear_h, dtype=float)
         if w.shape != (self.n_scenarios, self.spec.n_stations) or not (
@@ -162,6 +164,12 @@ class Twin:
                 f"{self.spec.n_stations}), got shape {w.shape}"
             )
         self._engine.set_column(L.F_WEAR, w)
+        weibull = self.params.params[:, L.P_FAIL_LAW] == L.LAW_WEIBULL
+        if weibull.any():
+            fs = self._engine.host_state().fstate
+            rate = fs[:, :, L.F_WEAR_RATE]
+            age = np.where(weibull, w * 3600.0 / np.where(rate > 0, rate, 1.0), fs[:, :, L.F_AGE])
+            self._engine.set_column(L.F_AGE, age)
 
     def reset_scenarios(
         self,
@@ -263,7 +271,10 @@ class Twin:
         `scenario` names the snapshot scenario every fork starts from, or gives one source
         scenario per fork (a sequence of length `n_scenarios`). Each fork gets fresh random
         streams from `rng`/`seed` (so the forks differ); forking twice with the same seed gives
-        the same streams (common random numbers).
+        the same streams (common random numbers). Memoryless clocks are redrawn (exact in law);
+        the remaining times of non-memoryless ones (deterministic, gamma and lognormal parts,
+        lognormal repairs) and the busy age of Weibull stations are state and are kept
+        (`twin.state.redraw_memoryless`).
         """
         source = np.broadcast_to(np.asarray(scenario, dtype=np.int64), (n_scenarios,))
         bad = (source < 0) | (source >= snapshot.n_scenarios)

@@ -161,14 +161,41 @@ class Station(BaseModel):
     cycle_time_s: float = Field(
         gt=0, description="Mean processing time at speed 1.0 (the rated rate), s."
     )
-    processing: Literal["exponential", "deterministic"] = Field(
+    processing: Literal["exponential", "deterministic", "gamma", "lognormal"] = Field(
         "exponential", description="Distribution of processing times."
+    )
+    cv: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        description="Coefficient of variation of processing times; only (and always) with "
+        "processing 'gamma' or 'lognormal'.",
     )
     buffer_after: int | None = Field(
         None, ge=0, le=1_000_000, description="Capacity of the buffer behind; absent on the last."
     )
     mtbf_s: float | None = Field(None, gt=0, description="Mean busy time between failures, s.")
     mttr_s: float | None = Field(None, gt=0, description="Mean time to repair, s.")
+    failure_law: Literal["exponential", "weibull"] = Field(
+        "exponential", description="Distribution of busy time to failure (needs mtbf_s)."
+    )
+    failure_shape: float | None = Field(
+        None,
+        ge=0.1,
+        le=20,
+        description="Weibull shape of busy time to failure; only (and always) with "
+        "failure_law 'weibull'.",
+    )
+    repair_law: Literal["exponential", "lognormal"] = Field(
+        "exponential", description="Distribution of repair times (needs mttr_s)."
+    )
+    repair_cv: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        description="Coefficient of variation of repair times; only (and always) with "
+        "repair_law 'lognormal'.",
+    )
     setpoints: Setpoints = Field(default_factory=Setpoints, description="Setpoint limits.")
     thermal: Thermal | None = Field(None, description="Thermal dynamics; makes it thermal.")
     scrap: Scrap = Field(default_factory=Scrap, description="Scrap model.")
@@ -183,6 +210,7 @@ class Station(BaseModel):
                 f"mtbf_s and mttr_s come together: give both or neither "
                 f"(got mtbf_s={self.mtbf_s}, mttr_s={self.mttr_s})"
             )
+        _check_laws(self)
         sp = self.setpoints
         if self.thermal is None and sp.temperature is not None:
             raise ValueError("setpoints.temperature needs a [thermal] section on this station")
@@ -209,6 +237,51 @@ class Station(BaseModel):
     def is_thermal(self) -> bool:
         """Whether the station has a temperature setpoint."""
         return self.thermal is not None
+
+
+_PROCESSING_WITH_CV = ("gamma", "lognormal")
+
+# Keys added after specs (and surrogates trained on them) were in use, with their defaults: a
+# key at its default stays out of `spec_hash`, so a spec that uses none keeps its old hash.
+_HASH_OPTIONAL_KEYS = {
+    "cv": None,
+    "failure_law": "exponential",
+    "failure_shape": None,
+    "repair_law": "exponential",
+    "repair_cv": None,
+}
+
+
+def _check_laws(st: Station) -> None:
+    """Raise ValueError unless each law of `st` has exactly the parameters it takes."""
+    if st.processing in _PROCESSING_WITH_CV and st.cv is None:
+        raise ValueError(f"processing {st.processing!r} needs cv (its coefficient of variation)")
+    if st.processing not in _PROCESSING_WITH_CV and st.cv is not None:
+        raise ValueError(
+            f"cv ({st.cv}) is only for processing 'gamma' or 'lognormal', "
+            f"not {st.processing!r}: remove it or change the law"
+        )
+    if st.failure_law == "weibull":
+        if st.mtbf_s is None:
+            raise ValueError("failure_law 'weibull' needs mtbf_s and mttr_s (it has neither)")
+        if st.failure_shape is None:
+            raise ValueError("failure_law 'weibull' needs failure_shape (the Weibull shape)")
+    elif st.failure_shape is not None:
+        raise ValueError(
+            f"failure_shape ({st.failure_shape}) is only for failure_law 'weibull', "
+            f"not {st.failure_law!r}"
+        )
+    if st.repair_law == "lognormal":
+        if st.mttr_s is None:
+            raise ValueError("repair_law 'lognormal' needs mtbf_s and mttr_s (it has neither)")
+        if st.repair_cv is None:
+            raise ValueError(
+                "repair_law 'lognormal' needs repair_cv (its coefficient of variation)"
+            )
+    elif st.repair_cv is not None:
+        raise ValueError(
+            f"repair_cv ({st.repair_cv}) is only for repair_law 'lognormal', not {st.repair_law!r}"
+        )
 
 
 class Economics(BaseModel):
@@ -262,8 +335,17 @@ class LineSpec(BaseModel):
         raise SpecError(f"line {self.name!r}: no station named {name!r}")
 
     def spec_hash(self) -> str:
-        """Return the sha256 of the spec with all defaults filled (stable across key order)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Return the sha256 of the spec with all defaults filled (stable across key order).
+
+        The law keys added later (`cv`, `failure_law`, ...) count only where they differ from
+        their defaults, so a spec that does not use them hashes as it did before they existed.
+        """
+        data = self.model_dump(mode="json")
+        for st in data["stations"]:
+            for key, default in _HASH_OPTIONAL_KEYS.items():
+                if st.get(key) == default:
+                    del st[key]
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -328,7 +410,7 @@ def loads_spec(text: str, source: str = "<string>") -> LineSpec:
     return parse_spec(data, source)
 
 
-BUNDLED_LINES = ("example", "two-station", "long")
+BUNDLED_LINES = ("example", "two-station", "long", "varied")
 """Lines shipped in the package, loadable by name."""
 
 

@@ -102,9 +102,12 @@ def redraw_memoryless(
 ) -> None:
     """Redraw every clock that is memoryless, so forks of one state evolve independently.
 
-    Remaining failure budgets are Exp(1), remaining exponential processing and repair times are
-    exponential with their full means: by memorylessness this leaves each fork's law unchanged.
-    Deterministic processing times keep their exact remainders.
+    Redrawn, which leaves each fork's law unchanged: the failure budgets (Exp(1) units of
+    cumulative hazard, whatever the failure law: given the busy age a Weibull station has
+    survived to, the hazard still to be spent before its failure is Exp(1) again), and the
+    remaining exponential processing and repair times (exponential with their full means).
+    Kept, as the state they are: the remaining times of deterministic, gamma and lognormal
+    processing and of lognormal repairs, and every station's busy age and wear.
     """
     fs, ist = state.fstate, state.istate
     p = lp.params
@@ -122,14 +125,13 @@ def redraw_memoryless(
     fs[:, :, L.F_LEFT] = np.where(
         down & expo, mean * rng.standard_exponential(shape), fs[:, :, L.F_LEFT]
     )
+    repair_expo = p[:, L.P_REPAIR_LAW] == L.LAW_EXPONENTIAL
     fs[:, :, L.F_TREPAIR] = np.where(
-        down, time_s + p[:, L.P_MTTR] * rng.standard_exponential(shape), fs[:, :, L.F_TREPAIR]
+        down & repair_expo,
+        time_s + p[:, L.P_MTTR] * rng.standard_exponential(shape),
+        fs[:, :, L.F_TREPAIR],
     )
-    h = p[:, L.P_FAIL] * (1.0 + p[:, L.P_WEAR_GAIN] * fs[:, :, L.F_WEAR])
-    with np.errstate(divide="ignore"):
-        tfail = np.where(
-            busy & (h > 0), time_s + fs[:, :, L.F_LIFE] / np.where(h > 0, h, 1.0), math.inf
-        )
+    tfail = failure_times(fs, p, busy, time_s)
     fs[:, :, L.F_TFAIL] = tfail
     fs[:, :, L.F_TBUSY] = np.where(busy, time_s, fs[:, :, L.F_TBUSY])
     state.tnext[...] = np.where(
@@ -137,3 +139,25 @@ def redraw_memoryless(
         np.minimum(fs[:, :, L.F_TDONE], tfail),
         np.where(down, fs[:, :, L.F_TREPAIR], math.inf),
     )
+
+
+def failure_times(fs: np.ndarray, p: np.ndarray, busy: np.ndarray, time_s: float) -> np.ndarray:
+    """Return when busy stations fail if their busy stretch starts at `time_s`, s.
+
+    `fs (n_scenarios, n_stations, N_FSTATE)`, `p (n_stations, N_PARAMS)`, `busy` a mask
+    `(n_scenarios, n_stations)`; inf where not busy or never failing. The same schedule as
+    the kernel's `begin_busy`, over arrays.
+    """
+    h = p[:, L.P_FAIL] * (1.0 + p[:, L.P_WEAR_GAIN] * fs[:, :, L.F_WEAR])
+    live = busy & (h > 0)
+    safe_h = np.where(h > 0, h, 1.0)
+    after = fs[:, :, L.F_LIFE] / safe_h
+    weibull = p[:, L.P_FAIL_LAW] == L.LAW_WEIBULL
+    if weibull.any():
+        scale = np.where(weibull, p[:, L.P_FAIL_SCALE], 1.0)
+        beta = np.where(weibull, p[:, L.P_FAIL_SHAPE], 1.0)
+        age = fs[:, :, L.F_AGE]
+        target = (age / scale) ** beta + fs[:, :, L.F_LIFE] * p[:, L.P_FAIL] / safe_h
+        reach = np.maximum(scale * target ** (1.0 / beta) - age, 0.0)
+        after = np.where(weibull, reach, after)
+    return np.where(live, time_s + after, math.inf)

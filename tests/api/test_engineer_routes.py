@@ -19,6 +19,7 @@ from linetwin.api.runtime import Runtime
 from linetwin.api.settings import Settings
 from linetwin.api.storage import StorageError
 from linetwin.models.checkpoint import load
+from linetwin.optimizer.problem import MOVE_MIN_GAIN_PER_HOUR, MOVE_SIGNIFICANCE
 from linetwin.twin.spec import LineSpec
 
 with warnings.catch_warnings():
@@ -400,7 +401,11 @@ def test_objective_change_used_next_cycle(
     r = c.put("/v1/objective", json={**new, "reason": "margin push"}, headers=svc.eng)
     assert r.status_code == 200, r.text
     assert r.json()["previous"] == got
-    assert r.json()["objective"] == {**new, "energy_cap_kwh_per_hour": None}
+    defaults = {
+        "move_min_gain_per_hour": MOVE_MIN_GAIN_PER_HOUR,
+        "move_significance": MOVE_SIGNIFICANCE,
+    }
+    assert r.json()["objective"] == {**new, "energy_cap_kwh_per_hour": None, **defaults}
     [rec] = svc.audit_after(seq)
     assert rec["action"] == "objective.change" and rec["old"] == got
     assert rec["new"]["scrap_rate_cap"] == 0.2 and rec["reason"] == "margin push"
@@ -416,6 +421,8 @@ def test_objective_change_used_next_cycle(
         ({"energy_cap_kwh_per_hour": 0.0}, "energy_cap_kwh_per_hour"),
         ({"energy_weight": "x"}, "energy_weight"),
         ({"bogus": 1.0}, "bogus"),
+        ({"move_significance": 0.0}, "move_significance"),
+        ({"move_min_gain_per_hour": -1.0}, "move_min_gain_per_hour"),
     ],
 )
 def test_objective_422(svc: Svc, patch: dict[str, Any], field: str) -> None:

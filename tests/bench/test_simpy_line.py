@@ -164,3 +164,73 @@ def test_start_up_with_every_feature_agrees() -> None:
             (sp.mean(), sp.std(ddof=1) / math.sqrt(reps)),
             (tw.mean(), tw.std(ddof=1) / math.sqrt(n)),
         )
+
+
+def test_varied_line_agrees() -> None:
+    """Gamma and lognormal processing, Weibull failures (one with wear), lognormal repairs."""
+    spec = bundled_spec("varied")
+    simpy = simpy_throughput(spec, warmup_h=20.0, hours=700.0)
+    twin = twin_throughput(spec, warmup_h=20.0, hours=150.0)
+    assert simpy[1] < 0.015 * simpy[0]
+    assert_agree("varied", simpy, twin)
+
+
+# Each new law where it matters most: a very variable lognormal feeder, early-life Weibull
+# failures (shape < 1, lifetime drawn whole by SimPy) with long-tailed lognormal repairs, and
+# wear-out Weibull failures whose hazard wear scales (SimPy's hazard-budget path).
+LAWS = """
+name = "laws"
+[[stations]]
+name = "feed"
+cycle_time_s = 10.0
+processing = "lognormal"
+cv = 0.8
+buffer_after = 1
+[[stations]]
+name = "early"
+cycle_time_s = 9.0
+processing = "deterministic"
+buffer_after = 1
+mtbf_s = 900.0
+mttr_s = 150.0
+failure_law = "weibull"
+failure_shape = 0.6
+repair_law = "lognormal"
+repair_cv = 1.5
+[[stations]]
+name = "late"
+cycle_time_s = 8.0
+processing = "gamma"
+cv = 0.5
+mtbf_s = 1200.0
+mttr_s = 200.0
+failure_law = "weibull"
+failure_shape = 3.0
+wear = { speed_exponent = 2.0, failure_gain = 1.0 }
+"""
+
+
+def test_each_new_law_agrees_from_an_empty_line() -> None:
+    """Good parts, station-operations and failures in 20 h from empty: 40 SimPy replications
+    against 1,024 twin scenarios."""
+    spec = loads_spec(LAWS)
+    hours, reps, n = 20.0, 40, 1024
+    setpoints = {"late": {"speed": 1.2}}
+    runs = [simulate_simpy(spec, hours, seed=300 + r, setpoints=setpoints) for r in range(reps)]
+    twin = Twin(spec, n, seed=9, setpoints=setpoints)
+    start = twin.snapshot()
+    end = twin.step(hours * 3600.0)
+    twin_counts = {
+        "good_out": end.good_out - start.good_out,
+        "station_ops": (end.completed - start.completed).sum(axis=1),
+        "failures": (end.failures - start.failures).sum(axis=1),
+    }
+    for key, tw in twin_counts.items():
+        sp = np.array([r[key] for r in runs], dtype=float)
+        tw = tw.astype(float)
+        assert tw.mean() > 0
+        assert_agree(
+            f"laws {key}",
+            (sp.mean(), sp.std(ddof=1) / math.sqrt(reps)),
+            (tw.mean(), tw.std(ddof=1) / math.sqrt(n)),
+        )

@@ -99,11 +99,16 @@ def test_advisory_mode_waits_for_approval(example: LineSpec, model: Surrogate) -
     assert s.ctrl.pending is first and s.apply.calls == []
     np.testing.assert_array_equal(s.running, s.nominal)  # nothing reached the line
     second = s.cycle()
-    assert s.ctrl.pending is second and s.apply.calls == []
+    if second.version == 0:  # the same vector again: not published, the first stays pending
+        np.testing.assert_array_equal(second.setpoints, first.setpoints)
+        assert s.ctrl.pending is first and s.apply.calls == []
+        second = first
+    else:
+        assert s.ctrl.pending is second and s.apply.calls == []
+        with pytest.raises(OptimizerError):
+            s.ctrl.approve(first.id)  # superseded by the second
     with pytest.raises(StateError, match="not the pending one"):
         s.ctrl.approve("not-a-decision")
-    with pytest.raises(OptimizerError):
-        s.ctrl.approve(first.id)  # superseded by the second
     running = s.running
     approved = s.ctrl.approve(second.id, running)
     assert approved.applied and approved.reasons[-1] == "approved" and not approved.fallback

@@ -1,11 +1,13 @@
 """The setpoint guard over arbitrary proposals and running values (hypothesis): what leaves is
-finite, inside the limits, rate limited, on the grid, outside the deadband; unusable proposals
-and upstream failures hold the last-known-good setpoints and say why."""
+finite, inside the limits, rate limited, on the grid or rounded to the resolution (exact
+decimals), outside the deadband; unusable proposals and upstream failures hold the
+last-known-good setpoints and say why."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -70,6 +72,22 @@ class Limits:
         v = np.where(np.isfinite(values), values, fallback)
         return np.where(self.present, np.clip(v, self.lower, self.upper), 0.0)
 
+    def lattice(self, values: np.ndarray, toward: np.ndarray) -> np.ndarray:
+        """Round each value of a grid-free line to a multiple of its resolution, toward
+        `toward`, inside the limits, computed in decimal arithmetic (absent or resolution-free
+        setpoints are returned as they are)."""
+        out = np.array(values, dtype=float, copy=True)
+        for idx in np.ndindex(out.shape):
+            res = self.resolution[idx]
+            if not self.present[idx] or res == 0 or self.grid[idx] > 0:
+                continue
+            k = out[idx] / res
+            k = math.floor(k + 1e-9) if out[idx] >= toward[idx] else math.ceil(k - 1e-9)
+            lo = math.ceil(self.lower[idx] / res - 1e-9)
+            hi = math.floor(self.upper[idx] / res + 1e-9)
+            out[idx] = float(Decimal(min(max(k, lo), hi)) * Decimal(str(res)))
+        return out
+
     def on_grid(self, values: np.ndarray) -> np.ndarray:
         """Where each value sits on its grid (True where a setpoint has no grid)."""
         g = np.where(self.grid > 0, self.grid, 1.0)
@@ -117,19 +135,39 @@ def running_values(draw: st.DrawFn, lim: Limits) -> np.ndarray | None:
 
 
 def reference(lim: Limits, now: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, set[Reason]]:
-    """What the guard must publish for a finite proposal on a line without grids."""
-    target = np.where(lim.present, np.clip(p, lim.lower, lim.upper), 0.0)
+    """What the guard must publish for a finite proposal on a line without grids: the target
+    rounded to the resolution toward the running value, one rate-limited move toward it,
+    rounded again toward the running value, no move away from the target or below the
+    resolution."""
+    clipped = np.where(lim.present, np.clip(p, lim.lower, lim.upper), 0.0)
+    target = lim.lattice(clipped, now)
     reasons = set()
+    if np.any((lim.resolution > 0) & (target == now) & (np.abs(clipped - now) > 1e-9)):
+        reasons.add(Reason.DEADBAND)  # the rounding took the whole move away
     if np.any(lim.present & ((p < lim.lower) | (p > lim.upper))):
         reasons.add(Reason.CLAMPED)
     move = np.clip(target - now, -lim.max_step, lim.max_step)
     if np.any(np.abs(move - (target - now)) > 1e-12):
         reasons.add(Reason.RAMPED)
-    out = now + move
+    out = lim.lattice(now + move, now)
+    away = (out - now) * (target - now) < 0  # from an off-resolution running value
+    out = np.where(away | (np.abs(out - now) > lim.max_step + 1e-12), now, out)
     small = (np.abs(out - now) < lim.resolution) & (out != now)
     if small.any():
         reasons.add(Reason.DEADBAND)
     return np.where(small, now, out), reasons
+
+
+def assert_exact_decimals(lim: Limits, values: np.ndarray, where: np.ndarray) -> None:
+    """Each value `where` True of a gridded or resolved setpoint reads back as a decimal with
+    no more places than its grid (and minimum) or resolution: no binary noise."""
+    has = where & lim.present & ((lim.grid > 0) | (lim.resolution > 0))
+    for idx in zip(*np.nonzero(has), strict=True):
+        step = lim.grid[idx] or lim.resolution[idx]
+        origin = lim.lower[idx] if lim.grid[idx] else 0.0
+        places = max(-int(Decimal(str(x)).as_tuple().exponent) for x in (step, origin))
+        written = Decimal(repr(float(values[idx])))
+        assert -int(written.as_tuple().exponent) <= max(places, 1), (idx, values[idx])
 
 
 def assert_safe(lim: Limits, sp: np.ndarray) -> None:
@@ -174,7 +212,8 @@ def test_any_proposal_gives_safe_setpoints_or_holds_last_good(
         np.testing.assert_allclose(
             guard.last_good,
             lim.sanitised(start, lim.lower),
-            atol=np.max(lim.grid) + 1e-9,  # snapped down onto the grid at most one step
+            # snapped down onto the grid or the resolution at most one step
+            atol=np.max(np.maximum(lim.grid, lim.resolution)) + 1e-9,
         )
     for _ in range(data.draw(st.integers(1, 4), label="cycles")):
         before = guard.last_good.copy()
@@ -207,7 +246,7 @@ def test_any_proposal_gives_safe_setpoints_or_holds_last_good(
                 np.testing.assert_array_equal(out, before)
             if (lim.grid == 0).all():
                 expected, _ = reference(lim, now, before)
-                np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+                np.testing.assert_array_equal(out, expected)
             continue
         assert not result.fallback and result.target is not None
         np.testing.assert_array_equal(guard.last_good, result.setpoints)
@@ -225,6 +264,8 @@ def test_any_proposal_gives_safe_setpoints_or_holds_last_good(
         assert toward[lim.grid <= lim.max_step].all()
         on = lim.on_grid(now)
         assert lim.on_grid(out)[on].all()  # from a grid value, the move stays on the grid
+        assert_exact_decimals(lim, out, moved)  # every move lands on a clean decimal
+        assert_exact_decimals(lim, result.target, lim.present)
         reasons = set(result.reasons)
         assert (Reason.CLAMPED in reasons) == bool(
             np.any(lim.present & ((proposal < lim.lower) | (proposal > lim.upper)))
@@ -232,11 +273,31 @@ def test_any_proposal_gives_safe_setpoints_or_holds_last_good(
         assert (Reason.OK in reasons) == (result.reasons == (Reason.OK,))
         assert len(result.reasons) == len(reasons) and not reasons & FALLBACKS
         if (lim.grid == 0).all():
+            # exactly the decimal rounding: no 1.2000000000000002 reaches the plant
             expected, why = reference(lim, now, proposal)
-            np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+            np.testing.assert_array_equal(out, expected)
             clipped = np.where(lim.present, np.clip(proposal, lim.lower, lim.upper), 0.0)
-            np.testing.assert_array_equal(result.target, clipped)
+            np.testing.assert_array_equal(result.target, lim.lattice(clipped, now))
             assert reasons - {Reason.OK} == why
+
+
+def test_published_values_are_rounded_to_the_resolution(example: LineSpec) -> None:
+    """Wash speed (resolution 0.005, max_step 0.1) ramping up from 1.0: 1.1, then 1.2 exactly
+    (not the 1.2000000000000002 of adding 0.1 twice); a target off the resolution is rounded
+    toward the running value."""
+    lim = Limits.of(example)
+    guard = SetpointGuard(example)
+    assert lim.resolution[3, 0] == 0.005 and lim.max_step[3, 0] == 0.1
+    running = lim.nominal.copy()
+    p = lim.nominal.copy()
+    p[3, 0] = 1.2345
+    seen = []
+    for _ in range(4):
+        result = guard.check(p, running)
+        running = result.setpoints
+        seen.append(repr(float(running[3, 0])))
+    assert seen == ["1.1", "1.2", "1.23", "1.23"]
+    assert result.target is not None and repr(float(result.target[3, 0])) == "1.23"
 
 
 def test_wrong_shapes_and_non_finite_proposals_fall_back(example: LineSpec) -> None:
@@ -273,7 +334,8 @@ def test_each_upstream_failure_holds_last_good_with_its_reason(
 ) -> None:
     lim = Limits.of(example)
     guard = SetpointGuard(example)
-    d = 0.4 * lim.max_step  # above every resolution
+    # 0.4 of a step, rounded down to the resolution: above every resolution
+    d = lim.lattice(lim.nominal + 0.4 * lim.max_step, lim.nominal) - lim.nominal
     guard.check(lim.nominal + d)
     good = guard.last_good.copy()
     np.testing.assert_allclose(good, lim.nominal + d)
@@ -303,13 +365,17 @@ def test_deadband_holds_moves_below_the_resolution(example: LineSpec) -> None:
     p[i, 0] = lim.nominal[i, 0] + 0.02
     result = guard.check(p, lim.nominal)
     assert result.reasons == (Reason.OK,) and result.setpoints[i, 0] == p[i, 0]
-    # exactly the resolution (0.5 degC, exact in binary) is sent; a hair less is not
+    # exactly the resolution (0.5 degC, exact in binary) is sent
     assert lim.resolution[6, 1] == 0.5
     p[i, 0] = lim.nominal[i, 0]
     p[6, 1] = lim.nominal[6, 1] + 0.5
     result = guard.check(p, lim.nominal)
     assert result.reasons == (Reason.OK,) and result.setpoints[6, 1] == p[6, 1]
+    # a hair less is binary noise around 190.5: published as 190.5 exactly
     p[6, 1] = np.nextafter(lim.nominal[6, 1] + 0.5, 0.0)
+    result = guard.check(p, lim.nominal)
+    assert result.reasons == (Reason.OK,) and result.setpoints[6, 1] == 190.5
+    p[6, 1] = lim.nominal[6, 1] + 0.49  # a real move below the resolution is not sent
     result = guard.check(p, lim.nominal)
     assert result.reasons == (Reason.DEADBAND,) and result.setpoints[6, 1] == lim.nominal[6, 1]
 

@@ -1,14 +1,17 @@
-"""Exact CTMC throughput of a serial exponential production line (test ground truth).
+"""Exact CTMC throughput of a serial exponential or Erlang production line (test ground truth).
 
 The line has ``n`` stations in series separated by ``n - 1`` finite buffers.  Every
 station holds at most one part and has exponential service with rate ``mu_i``
-(parts per second).  Blocking is *blocking after service* (BAS).  Station 0 never
+(parts per second), or Erlang-``k_i`` service with the same mean: ``k_i`` exponential
+phases in a row, each at rate ``k_i * mu_i`` (a gamma law with cv ``1 / sqrt(k_i)``).
+Blocking is *blocking after service* (BAS).  Station 0 never
 starves (unlimited raw material) and the last station never blocks (unlimited sink).
 
 Optional failures are *operation dependent*: station ``i`` fails at rate ``f_i``
 (per second) only while it is BUSY, stays DOWN (holding its part) for an exponential
 repair time with rate ``r_i`` (per second) and then resumes processing; by
-memorylessness the remaining service time is again ``Exp(mu_i)``.
+memorylessness the remaining service time is again ``Exp(mu_i)`` (with phases: the part
+resumes in the phase it was in, whose remainder is again exponential).
 
 All instantaneous moves (hand-offs, unblocking cascades) are resolved inside one
 transition, so the chain's states are the stable configurations only.  The states
@@ -17,7 +20,8 @@ reachable from the empty line are enumerated by breadth-first search, the genera
 
 Public functions:
 
-* :func:`exact_throughput` -- long-run departure rate of the last station (parts/s).
+* :func:`exact_throughput` -- long-run departure rate of the last station (parts/s);
+  ``phases`` gives stations Erlang service.
 * :func:`state_count` -- number of reachable stable states (for sanity tests).
 """
 
@@ -39,7 +43,8 @@ BLOCKED = 2
 #: Station failed while processing; it keeps its part until repaired.
 DOWN = 3
 
-# A state is ``stations + levels``: n station codes followed by n - 1 buffer levels.
+# A state is ``stations + levels + phases``: n station codes, n - 1 buffer levels, and n
+# phases (completed phases of the part in process; 0 unless busy or down).
 State = tuple[int, ...]
 
 
@@ -78,6 +83,16 @@ def _validate(
     return mu, caps, f, r
 
 
+def _validate_phases(phases: Sequence[int] | None, n: int) -> list[int]:
+    """Check the Erlang phase counts and return them as a list (default: 1, exponential)."""
+    if phases is None:
+        return [1] * n
+    k = [int(x) for x in phases]
+    if len(k) != n or any(x < 1 or x != p for x, p in zip(k, phases, strict=True)):
+        raise ValueError(f"phases need {n} integers >= 1, got {list(phases)}")
+    return k
+
+
 def _free(st: list[int], lv: list[int], i: int) -> None:
     """Station ``i`` has just passed its part on; refill it and cascade upstream in place."""
     while True:
@@ -102,7 +117,9 @@ def _free(st: list[int], lv: list[int], i: int) -> None:
 def _complete(state: State, n: int, caps: list[int], i: int) -> State:
     """Stable state reached when busy station ``i`` finishes its current part."""
     st = list(state[:n])
-    lv = list(state[n:])
+    lv = list(state[n : 2 * n - 1])
+    ph = list(state[2 * n - 1 :])
+    ph[i] = 0  # a station that is not processing has no phase; one that starts starts at 0
     if i < n - 1:
         if st[i + 1] == STARVED:
             st[i + 1] = BUSY  # buffer i is necessarily empty: direct hand-off
@@ -110,18 +127,22 @@ def _complete(state: State, n: int, caps: list[int], i: int) -> State:
             lv[i] += 1
         else:
             st[i] = BLOCKED
-            return tuple(st + lv)
+            return tuple(st + lv + ph)
     _free(st, lv, i)
-    return tuple(st + lv)
+    return tuple(st + lv + ph)
 
 
 def _initial_state(n: int) -> State:
     """Empty line: station 0 busy on its first part, all others starved, buffers empty."""
-    return (BUSY, *((STARVED,) * (n - 1)), *((0,) * (n - 1)))
+    return (BUSY, *((STARVED,) * (n - 1)), *((0,) * (n - 1)), *((0,) * n))
 
 
 def _explore(
-    mu: list[float], caps: list[int], f: list[float], r: list[float]
+    mu: list[float],
+    caps: list[int],
+    f: list[float],
+    r: list[float],
+    k: list[int] | None = None,
 ) -> tuple[list[State], np.ndarray, np.ndarray, np.ndarray]:
     """Breadth-first enumeration of reachable states.
 
@@ -131,6 +152,7 @@ def _explore(
     is computed from the probability that the last station is busy, not from ``Q``).
     """
     n = len(mu)
+    k = [1] * n if k is None else k
     start = _initial_state(n)
     index: dict[State, int] = {start: 0}
     states: list[State] = [start]
@@ -158,7 +180,12 @@ def _explore(
         for i in range(n):
             s = state[i]
             if s == BUSY:
-                add(src, _complete(state, n, caps, i), mu[i])
+                phase = state[2 * n - 1 + i]
+                if phase < k[i] - 1:
+                    j = 2 * n - 1 + i
+                    add(src, (*state[:j], phase + 1, *state[j + 1 :]), k[i] * mu[i])
+                else:
+                    add(src, _complete(state, n, caps, i), k[i] * mu[i])
                 if f[i] > 0.0:
                     add(src, (*state[:i], DOWN, *state[i + 1 :]), f[i])
             elif s == DOWN:
@@ -174,7 +201,7 @@ def _explore(
 def _wip(states: list[State], n: int) -> np.ndarray:
     """Work in process of each state: parts held by stations plus parts in buffers."""
     return np.fromiter(
-        (sum(x != STARVED for x in s[:n]) + sum(s[n:]) for s in states),
+        (sum(x != STARVED for x in s[:n]) + sum(s[n : 2 * n - 1]) for s in states),
         dtype=np.intp,
         count=len(states),
     )
@@ -185,6 +212,7 @@ def state_count(
     buffers: Sequence[int],
     failure_rates: Sequence[float] | None = None,
     repair_rates: Sequence[float] | None = None,
+    phases: Sequence[int] | None = None,
 ) -> int:
     """Number of stable states reachable from the empty line.
 
@@ -192,7 +220,7 @@ def state_count(
     never goes DOWN, so it adds no states.
     """
     mu, caps, f, r = _validate(rates, buffers, failure_rates, repair_rates)
-    return len(_explore(mu, caps, f, r)[0])
+    return len(_explore(mu, caps, f, r, _validate_phases(phases, len(mu)))[0])
 
 
 def _stationary_dense(m: int, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> np.ndarray:
@@ -283,8 +311,9 @@ def exact_throughput(
     buffers: Sequence[int],
     failure_rates: Sequence[float] | None = None,
     repair_rates: Sequence[float] | None = None,
+    phases: Sequence[int] | None = None,
 ) -> float:
-    """Exact long-run throughput of a serial BAS line with exponential stations.
+    """Exact long-run throughput of a serial BAS line with exponential or Erlang stations.
 
     Args:
         rates: service rate ``mu_i`` of each station, parts per second (exponential
@@ -295,17 +324,23 @@ def exact_throughput(
             time (a station fails only while processing), or ``None`` for no failures.
         repair_rates: exponential repair rate ``r_i`` per second (mean repair time
             ``1 / r_i`` seconds); required exactly when ``failure_rates`` is given.
+        phases: Erlang phases ``k_i`` of each station's service (default 1: exponential);
+            the mean service time stays ``1 / mu_i``, its cv is ``1 / sqrt(k_i)``.
 
     Returns:
         Long-run rate at which parts leave the last station, in parts per second.
     """
     mu, caps, f, r = _validate(rates, buffers, failure_rates, repair_rates)
     n = len(mu)
-    states, rows, cols, vals = _explore(mu, caps, f, r)
+    k = _validate_phases(phases, n)
+    states, rows, cols, vals = _explore(mu, caps, f, r, k)
     # Work in process (parts in stations and buffers) changes by at most one per
     # transition: a completion at station 0 adds a part unless it blocks, a completion
     # at the last station removes one unless the cascade reaches station 0, which then
     # starts a new part; every other move keeps it.  Hence Q is block tridiagonal.
     pi = _stationary_levels(_wip(states, n), rows, cols, vals)
-    last_busy = np.fromiter((s[n - 1] == BUSY for s in states), dtype=bool, count=len(states))
-    return float(mu[-1] * pi[last_busy].sum())
+    # The last station finishes a part at rate k * mu from its last phase.
+    last_phase = np.fromiter(
+        (s[n - 1] == BUSY and s[-1] == k[-1] - 1 for s in states), dtype=bool, count=len(states)
+    )
+    return float(k[-1] * mu[-1] * pi[last_phase].sum())

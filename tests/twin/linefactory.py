@@ -35,16 +35,31 @@ def serial_line(
     mtbf: list[float | None] | None = None,
     mttr: list[float | None] | None = None,
     name: str = "test-line",
+    cv: float | None = None,
+    **extra: Any,
 ) -> LineSpec:
-    """Return a plain serial line: no scrap, default energy, optional failures."""
+    """Return a plain serial line: no scrap, default energy, optional failures.
+
+    `cv` goes with processing "gamma" or "lognormal"; `extra` keys go to every station that
+    fails (failure_law, failure_shape, repair_law, repair_cv).
+    """
     n = len(cycles)
     stations = []
     for i, c in enumerate(cycles):
         f = mtbf[i] if mtbf else None
         r = mttr[i] if mttr else None
+        more: dict[str, Any] = dict(extra) if f is not None else {}
+        if cv is not None:
+            more["cv"] = cv
         stations.append(
             station(
-                f"s{i}", c, buffers[i] if i < n - 1 else None, processing=processing, mtbf=f, mttr=r
+                f"s{i}",
+                c,
+                buffers[i] if i < n - 1 else None,
+                processing=processing,
+                mtbf=f,
+                mttr=r,
+                **more,
             )
         )
     return parse_spec({"name": name, "stations": stations}, "<test>")

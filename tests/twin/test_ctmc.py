@@ -4,7 +4,8 @@
   (an M/M/1/K birth-death chain), Hunt's 22/39 for three equal stations without buffers;
 * structural facts: state counts, flow conservation, reversibility, monotonicity, bounds;
 * a vectorised Monte-Carlo of the BAS departure-time recursion, which shares no code
-  with the CTMC and handles failures by inflating each service time with its downtime.
+  with the CTMC and handles failures by inflating each service time with its downtime;
+* the same for Erlang-k service (``phases``), with gamma service times in the Monte-Carlo.
 """
 
 from __future__ import annotations
@@ -294,6 +295,7 @@ def simulate_bas(
     n_reps: int,
     seed: int,
     warmup: int,
+    phases: list[int] | None = None,
 ) -> np.ndarray:
     """Throughput of ``n_reps`` independent runs of the BAS departure-time recursion.
 
@@ -307,13 +309,15 @@ def simulate_bas(
     Part j may leave station i once part j - caps[i] - 1 has left station i+1, because
     buffer i plus station i+1 hold at most caps[i] + 1 parts.  With operation-
     dependent failures a part's occupation time T is its Exp(mu) service S plus the
-    repairs of the Poisson(f S) failures during it, each Exp(r).
+    repairs of the Poisson(f S) failures during it, each Exp(r). With ``phases`` the
+    service S is Gamma(k, 1 / (k mu)): Erlang-k with mean 1 / mu.
     """
     rng = np.random.default_rng(seed)
     n = len(rates)
     T = np.empty((n, n_parts, n_reps))
     for i, mu in enumerate(rates):
-        service = rng.exponential(1.0 / mu, size=(n_parts, n_reps))
+        k = phases[i] if phases else 1
+        service = rng.gamma(k, 1.0 / (k * mu), size=(n_parts, n_reps))
         if f is not None and r is not None and f[i] > 0.0:
             k = rng.poisson(f[i] * service)
             service = service + rng.gamma(np.maximum(k, 1), 1.0 / r[i]) * (k > 0)
@@ -349,3 +353,48 @@ def test_against_monte_carlo(rates, caps, f, r) -> None:
     exact = exact_throughput(rates, caps, f, r)
     assert abs(mean - exact) < 4.0 * se, (mean, se, exact)
     assert abs(mean - exact) < 0.01 * exact, (mean, se, exact)
+
+
+ERLANG_CASES = [
+    ([1.0, 1.0], [0], None, None, [4, 4]),
+    ([1.0, 1.5, 0.8], [1, 0], None, None, [2, 9, 4]),
+    ([1.0, 1.2], [2], [0.1, 0.3], [1.0, 0.5], [3, 1]),
+    ([0.9, 1.3, 1.1], [2, 1], [0.02, 0.05, 0.1], [0.5, 1.0, 0.3], [4, 2, 5]),
+]
+
+
+@pytest.mark.parametrize(("rates", "caps", "f", "r", "k"), ERLANG_CASES)
+def test_erlang_lines_against_monte_carlo(rates, caps, f, r, k) -> None:
+    est = simulate_bas(rates, caps, f, r, n_parts=3000, n_reps=64, seed=54321, warmup=300, phases=k)
+    mean = est.mean()
+    se = est.std(ddof=1) / np.sqrt(len(est))
+    exact = exact_throughput(rates, caps, f, r, phases=k)
+    assert abs(mean - exact) < 4.0 * se, (mean, se, exact)
+    assert abs(mean - exact) < 0.01 * exact, (mean, se, exact)
+
+
+def test_one_phase_is_the_exponential_chain() -> None:
+    args = ([0.9, 1.3, 1.1, 1.0], [2, 1, 0], [0.02, 0.05, 0.1, 0.01], [0.5, 1.0, 0.3, 2.0])
+    assert exact_throughput(*args, phases=[1, 1, 1, 1]) == exact_throughput(*args)
+    assert state_count(*args, phases=[1, 1, 1, 1]) == state_count(*args)
+
+
+@pytest.mark.parametrize(("mu", "f", "r", "k"), [(1.0, 0.1, 1.0, 3), (2.0, 1.5, 0.25, 7)])
+def test_single_erlang_station_with_failures(mu, f, r, k) -> None:
+    # Busy-time failures: Poisson(f / mu) failures per part on average whatever the law.
+    assert exact_throughput([mu], [], [f], [r], [k]) == pytest.approx(mu * r / (r + f), rel=1e-11)
+    # Phases add states: k busy and k down phases.
+    assert state_count([mu], [], [f], [r], [k]) == 2 * k
+
+
+def test_less_variable_service_raises_throughput() -> None:
+    """Less variability, less blocking and starving: throughput rises with the phases."""
+    ths = [exact_throughput([1.0, 1.0, 1.0], [1, 1], phases=[k] * 3) for k in (1, 2, 4, 8)]
+    assert all(a < b for a, b in itertools.pairwise(ths)), ths
+    assert ths[-1] < 1.0
+
+
+@pytest.mark.parametrize("phases", [[0, 1], [1], [1.5, 2]])
+def test_invalid_phases(phases) -> None:
+    with pytest.raises(ValueError, match="phases"):
+        exact_throughput([1.0, 1.0], [1], phases=phases)

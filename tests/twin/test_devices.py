@@ -46,7 +46,7 @@ def test_unknown_device_is_refused():
         resolve_device("tpu")
 
 
-@pytest.mark.parametrize("line", ["two-station", "example"])
+@pytest.mark.parametrize("line", ["two-station", "example", "varied"])
 def test_cuda_engine_matches_the_cpu_engine_bit_for_bit(tmp_path, line):
     """The CUDA driver on numba's simulator runs the same kernel as the compiled CPU engine."""
     out = tmp_path / "cuda.npz"

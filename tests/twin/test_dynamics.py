@@ -185,3 +185,34 @@ def test_set_wear_raises_the_failure_rate_where_wear_counts():
     assert b.failures.sum() > 5 * max(a.failures.sum(), 1)
     with pytest.raises(TwinError, match="wear must be finite"):
         worn.set_wear(np.full((256, 1), -1.0))
+
+
+ERLANG_CASES = [
+    # (cycle times s, buffers, mtbf s or None, mttr s or None, gamma cv = 1 / sqrt(phases))
+    ([10.0, 8.0, 11.0], [2, 1], None, None, 0.5),
+    ([10.0, 9.0, 11.0], [3, 2], [600.0, None, 900.0], [60.0, None, 120.0], 0.5),
+    ([10.0, 9.0], [3], [600.0, 900.0], [60.0, 120.0], 1.0 / 3.0),
+]
+# (Three stations with 9 phases and failures have 38,439 states: minutes to solve; the cases
+# here have at most 3,764 and solve in about a second.)
+
+
+@pytest.mark.parametrize(("cycles", "buffers", "mtbf", "mttr", "cv"), ERLANG_CASES)
+def test_gamma_lines_match_the_exact_erlang_chain(cycles, buffers, mtbf, mttr, cv):
+    """Gamma processing with cv 1/sqrt(k) is Erlang-k: the CTMC with k phases is exact."""
+    spec = serial_line(cycles, buffers, processing="gamma", cv=cv, mtbf=mtbf, mttr=mttr)
+    k = round(1.0 / cv**2)
+    fail = [1.0 / m if m else 0.0 for m in mtbf] if mtbf else None
+    repair = [1.0 / r if r else 1.0 for r in mttr] if mttr else None
+    rates = [1.0 / c for c in cycles]
+    exact = exact_throughput(rates, buffers, fail, repair, phases=[k] * len(cycles)) * 3600.0
+    expo = exact_throughput(rates, buffers, fail, repair) * 3600.0
+    twin = Twin(spec, 64, seed=102)
+    start = twin.step(2 * 3600.0)
+    end = twin.step(150 * 3600.0)
+    th = window_kpis(start, end).throughput_per_hour
+    est = th.mean()
+    se = th.std(ddof=1) / math.sqrt(th.size)
+    assert abs(est / exact - 1.0) < 0.01, (est, exact)
+    assert abs(est - exact) < 4.5 * se, (est, exact, se)
+    assert abs(est - expo) > 10 * se  # the law matters: the exponential chain is far off

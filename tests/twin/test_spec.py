@@ -104,6 +104,19 @@ def test_bundled_lines_are_the_shipped_files() -> None:
         bundled_spec("nope")
 
 
+def test_varied_line_uses_every_new_law() -> None:
+    spec = bundled_spec("varied")
+    assert {st.processing for st in spec.stations} == {"gamma", "lognormal", "deterministic"}
+    assert {st.failure_law for st in spec.stations if st.mtbf_s} == {"weibull", "exponential"}
+    assert {st.repair_law for st in spec.stations if st.mttr_s} == {"lognormal", "exponential"}
+    shapes = {st.failure_shape for st in spec.stations if st.failure_shape}
+    assert min(shapes) < 1.0 < max(shapes)  # early-life and wear-out failures
+    cvs = [st.cv for st in spec.stations if st.cv]
+    assert min(cvs) <= 0.1 and max(cvs) >= 0.4
+    assert any(st.failure_law == "weibull" and st.wear.failure_gain > 0 for st in spec.stations)
+    assert any(st.is_thermal for st in spec.stations)
+
+
 def test_long_line_has_its_promised_character() -> None:
     spec = bundled_spec("long")
     assert spec.n_stations == 24
@@ -434,8 +447,8 @@ def test_spec_hash_sees_the_economics_and_the_thermal_window() -> None:
         ),
         pytest.param(
             line(a='processing = "weibull"'),
-            "line.toml: stations[0] ('a').processing: Input should be 'exponential' or "
-            "'deterministic' (got 'weibull')",
+            "line.toml: stations[0] ('a').processing: Input should be 'exponential', "
+            "'deterministic', 'gamma' or 'lognormal' (got 'weibull')",
             id="unknown-processing",
         ),
         pytest.param(
@@ -704,10 +717,19 @@ def setpoint_tables(draw: st.DrawFn, lo: float, hi: float) -> dict[str, Any]:
 def station_tables(draw: st.DrawFn, name: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "cycle_time_s": draw(finite(0.1, 600.0))}
     if draw(st.booleans()):
-        out["processing"] = draw(st.sampled_from(["exponential", "deterministic"]))
+        law = draw(st.sampled_from(["exponential", "deterministic", "gamma", "lognormal"]))
+        out["processing"] = law
+        if law in ("gamma", "lognormal"):
+            out["cv"] = draw(finite(0.01, 10.0))
     if draw(st.booleans()):
         out["mtbf_s"] = draw(finite(1.0, 1e6))
         out["mttr_s"] = draw(finite(1.0, 1e4))
+        if draw(st.booleans()):
+            out["failure_law"] = "weibull"
+            out["failure_shape"] = draw(finite(0.1, 20.0))
+        if draw(st.booleans()):
+            out["repair_law"] = "lognormal"
+            out["repair_cv"] = draw(finite(0.01, 10.0))
     setpoints: dict[str, Any] = {}
     if draw(st.booleans()):
         setpoints["speed"] = draw(setpoint_tables(0.1, 3.0))
@@ -785,3 +807,137 @@ def test_random_valid_specs_validate_and_round_trip(data: dict[str, Any]) -> Non
     lp = compile_params(spec)
     assert np.isfinite(lp.params).all()
     assert all(math.isfinite(v) for v in lp.nominal[lp.present])
+
+
+# --------------------------------------------------------------------------- laws
+
+
+@pytest.mark.parametrize(
+    ("a", "message"),
+    [
+        (
+            'processing = "gamma"',
+            "line.toml: stations[0] ('a'): processing 'gamma' needs cv (its coefficient of "
+            "variation)",
+        ),
+        (
+            'processing = "deterministic"\ncv = 0.3',
+            "line.toml: stations[0] ('a'): cv (0.3) is only for processing 'gamma' or "
+            "'lognormal', not 'deterministic': remove it or change the law",
+        ),
+        ("cv = 0.3", "line.toml: stations[0] ('a'): cv (0.3) is only for processing 'gamma'"),
+        (
+            'processing = "lognormal"\ncv = 0.0',
+            "line.toml: stations[0] ('a').cv: Input should be greater than 0 (got 0.0)",
+        ),
+        (
+            'processing = "lognormal"\ncv = nan',
+            "line.toml: stations[0] ('a').cv: Input should be a finite number (got nan)",
+        ),
+        (
+            'processing = "gamma"\ncv = inf',
+            "line.toml: stations[0] ('a').cv: Input should be a finite number (got inf)",
+        ),
+        (
+            'processing = "gamma"\ncv = "0.3"',
+            "line.toml: stations[0] ('a').cv: Input should be a valid number (got '0.3')",
+        ),
+        (
+            'failure_law = "weibull"\nfailure_shape = 2.0',
+            "line.toml: stations[0] ('a'): failure_law 'weibull' needs mtbf_s and mttr_s "
+            "(it has neither)",
+        ),
+        (
+            'mtbf_s = 600.0\nmttr_s = 60.0\nfailure_law = "weibull"',
+            "line.toml: stations[0] ('a'): failure_law 'weibull' needs failure_shape "
+            "(the Weibull shape)",
+        ),
+        (
+            "mtbf_s = 600.0\nmttr_s = 60.0\nfailure_shape = 2.0",
+            "line.toml: stations[0] ('a'): failure_shape (2.0) is only for failure_law "
+            "'weibull', not 'exponential'",
+        ),
+        (
+            'mtbf_s = 600.0\nmttr_s = 60.0\nfailure_law = "weibull"\nfailure_shape = 0.05',
+            "line.toml: stations[0] ('a').failure_shape: Input should be greater than or equal "
+            "to 0.1 (got 0.05)",
+        ),
+        (
+            'failure_law = "gamma"',
+            "line.toml: stations[0] ('a').failure_law: Input should be 'exponential' or "
+            "'weibull' (got 'gamma')",
+        ),
+        (
+            'repair_law = "lognormal"\nrepair_cv = 0.5',
+            "line.toml: stations[0] ('a'): repair_law 'lognormal' needs mtbf_s and mttr_s "
+            "(it has neither)",
+        ),
+        (
+            'mtbf_s = 600.0\nmttr_s = 60.0\nrepair_law = "lognormal"',
+            "line.toml: stations[0] ('a'): repair_law 'lognormal' needs repair_cv (its "
+            "coefficient of variation)",
+        ),
+        (
+            "mtbf_s = 600.0\nmttr_s = 60.0\nrepair_cv = 0.5",
+            "line.toml: stations[0] ('a'): repair_cv (0.5) is only for repair_law 'lognormal', "
+            "not 'exponential'",
+        ),
+        (
+            'mtbf_s = 600.0\nmttr_s = 60.0\nrepair_law = "lognormal"\nrepair_cv = -1.0',
+            "line.toml: stations[0] ('a').repair_cv: Input should be greater than 0 (got -1.0)",
+        ),
+    ],
+)
+def test_law_parameters_are_checked(a: str, message: str) -> None:
+    assert error_of(line(a=a)).startswith(message)
+
+
+def test_laws_compile_to_their_parameters() -> None:
+    spec = loads_spec(
+        line(
+            a='processing = "gamma"\ncv = 0.5\nmtbf_s = 900.0\nmttr_s = 60.0\n'
+            'failure_law = "weibull"\nfailure_shape = 2.0\nrepair_law = "lognormal"\n'
+            "repair_cv = 0.75",
+            b='processing = "lognormal"\ncv = 0.75',
+        )
+    )
+    p = compile_params(spec).params
+    assert p[0, L.P_PROC_LAW] == L.LAW_GAMMA and p[0, L.P_PROC_SHAPE] == pytest.approx(4.0)
+    assert p[0, L.P_EXPO] == 0.0
+    assert p[0, L.P_FAIL_LAW] == L.LAW_WEIBULL and p[0, L.P_FAIL_SHAPE] == 2.0
+    # Weibull(eta, 2) has mean eta * sqrt(pi) / 2.
+    assert p[0, L.P_FAIL_SCALE] == pytest.approx(900.0 * 2.0 / math.sqrt(math.pi))
+    sigma = math.sqrt(math.log(1.0 + 0.75**2))
+    assert p[0, L.P_REPAIR_LAW] == L.LAW_LOGNORMAL
+    assert p[0, L.P_REPAIR_SIGMA] == pytest.approx(sigma)
+    assert p[1, L.P_PROC_LAW] == L.LAW_LOGNORMAL and p[1, L.P_PROC_SHAPE] == pytest.approx(sigma)
+    assert p[1, L.P_FAIL_LAW] == L.LAW_EXPONENTIAL and p[1, L.P_REPAIR_LAW] == L.LAW_EXPONENTIAL
+
+
+def test_hash_of_a_spec_without_the_new_keys_is_unchanged() -> None:
+    """Specs that use no new law key keep the hash they had (shipped surrogates stay valid)."""
+    # The example line's hash before the law keys existed (its shipped surrogate's).
+    assert bundled_spec("example").spec_hash() == (
+        "218aeb554951d4b39545edf878c61e9416079f691e515dc3280f96a0f889c109"
+    )
+    plain = loads_spec(line(a="mtbf_s = 600.0\nmttr_s = 60.0"))
+    explicit = loads_spec(
+        line(
+            a='mtbf_s = 600.0\nmttr_s = 60.0\nfailure_law = "exponential"\n'
+            'repair_law = "exponential"'
+        )
+    )
+    assert explicit.spec_hash() == plain.spec_hash()
+    hashes = {
+        plain.spec_hash(),
+        loads_spec(line(a='processing = "gamma"\ncv = 0.3')).spec_hash(),
+        loads_spec(line(a='processing = "gamma"\ncv = 0.4')).spec_hash(),
+        loads_spec(line(a='processing = "lognormal"\ncv = 0.3')).spec_hash(),
+        loads_spec(
+            line(a='mtbf_s = 600.0\nmttr_s = 60.0\nfailure_law = "weibull"\nfailure_shape = 2.0')
+        ).spec_hash(),
+        loads_spec(
+            line(a='mtbf_s = 600.0\nmttr_s = 60.0\nrepair_law = "lognormal"\nrepair_cv = 0.5')
+        ).spec_hash(),
+    }
+    assert len(hashes) == 6
