@@ -206,6 +206,8 @@ class Runtime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at: float | None = None
+        self.cycles_run = 0
+        """Controller cycles finished (published or not, failed included)."""
         self.last_cycle_at: float | None = None
         """Wall time (s since the epoch) the last cycle finished, or None."""
         self.cycle_error: BaseException | None = None
@@ -416,6 +418,14 @@ class Runtime:
     def run_cycle(self, snap: Snapshot, recent: float, received: float | None = None) -> None:
         """Run one controller cycle on `snap` (recent good parts/h; wall time it arrived) and
         publish its decision; errors are kept in `cycle_error` and counted, not raised."""
+        try:
+            self._run_cycle(snap, recent, received)
+        finally:
+            with self._cond:
+                self.cycles_run += 1
+                self._cond.notify_all()
+
+    def _run_cycle(self, snap: Snapshot, recent: float, received: float | None) -> None:
         t0 = time.perf_counter()
         self.last_recent = recent
         try:
@@ -429,6 +439,19 @@ class Runtime:
         self.metrics.cycle_seconds.observe(time.perf_counter() - t0)
         self._count(decision)
         self.last_cycle_at = self.clock()
+
+    def wait_cycles(self, count: int, timeout: float) -> int:
+        """Block up to `timeout` s until `cycles_run` reaches `count` (a cycle publishes
+        only what is new: wait on this, not on a version, to know the loop caught up);
+        return `cycles_run`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.cycles_run < count and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self.cycles_run
 
     def _count(self, decision: Decision) -> None:
         if decision.fallback:

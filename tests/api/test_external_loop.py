@@ -207,4 +207,4 @@ def test_the_closed_loop_beats_nominal_on_a_mismatched_plant() -> None:
     assert out["limit_violations"] == 0 and out["rate_violations"] == 0
     assert out["profit_diff_per_hour"] > 0
     assert out["ci95"][0] > 0, out
-    assert all(r["controlled"]["decisions"] == 180 for r in out["runs"])
+    assert all(1 <= r["controlled"]["decisions"] <= 180 for r in out["runs"])
