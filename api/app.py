@@ -41,10 +41,14 @@ class App(FastAPI):
 
 
 def body_limits(settings: Settings) -> BodyLimits:
-    """The largest body each route takes: what-if candidates are bigger than the rest."""
+    """The largest body each route takes: what-if candidates and batches of plant rows are
+    bigger than the rest."""
     return BodyLimits(
         default=settings.max_body_bytes,
-        routes={("POST", "/v1/whatif"): settings.max_whatif_body_bytes},
+        routes={
+            ("POST", "/v1/whatif"): settings.max_whatif_body_bytes,
+            ("POST", "/v1/plant/snapshots"): settings.max_plant_body_bytes,
+        },
     )
 
 

@@ -71,6 +71,7 @@ OVERRIDE = needs(Permission.OVERRIDE)
 ROLLBACK = needs(Permission.ROLLBACK)
 OBJECTIVE = needs(Permission.OBJECTIVE)
 WHAT_IF = needs(Permission.WHAT_IF)
+PLANT_DATA = needs(Permission.PLANT_DATA)
 
 
 async def optional_principal(request: Request) -> Principal | None:

@@ -10,7 +10,9 @@ transaction; keys are revoked, never deleted.
 
 Roles are explicit permission sets rather than a ladder: a `controller` acknowledges what the
 plant applied, which no human role does (so per-client acknowledgement tracking cannot be
-spoofed by an engineer's key), and an `admin` can do what an `engineer` can, plus keys.
+spoofed by an engineer's key), and an `admin` can do what an `engineer` can, plus keys and
+plant data. A `gateway` is the plant's data gateway in external mode: it sends plant data
+(`POST /v1/plant/snapshots`), and, as a control system's, reads and acknowledges setpoints.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Role(StrEnum):
 
     VIEWER = "viewer"
     CONTROLLER = "controller"
+    GATEWAY = "gateway"
     ENGINEER = "engineer"
     ADMIN = "admin"
 
@@ -55,6 +58,7 @@ class Permission(StrEnum):
     OBJECTIVE = "objective"  # change objective weights and caps
     WHAT_IF = "what_if"  # evaluate candidate setpoints (surrogate and forked twins)
     KEYS = "keys"  # create, list and revoke API keys
+    PLANT_DATA = "plant_data"  # send the plant's measured rows (external mode)
 
 
 _ENGINEER = frozenset(
@@ -72,7 +76,8 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.READ}),
     Role.CONTROLLER: frozenset({Permission.READ, Permission.ACKNOWLEDGE}),
     Role.ENGINEER: _ENGINEER,
-    Role.ADMIN: _ENGINEER | {Permission.KEYS},
+    Role.GATEWAY: frozenset({Permission.READ, Permission.ACKNOWLEDGE, Permission.PLANT_DATA}),
+    Role.ADMIN: _ENGINEER | {Permission.KEYS, Permission.PLANT_DATA},
 }
 
 

@@ -56,10 +56,12 @@ from linetwin.twin.spec import SETPOINT_NAMES, LineSpec
 
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
     "temperature_c": (-50.0, 1500.0),
-    "power_kw": (0.0, 100_000.0),
-    "vibration_mm_s": (0.0, 1000.0),
+    "power_kw": (-1.0, 100_000.0),
+    "vibration_mm_s": (-1.0, 1000.0),
 }
-"""Valid readings outside these ranges (°C, kW, mm/s) make the plant's data bad."""
+"""Valid readings outside these ranges (°C, kW, mm/s) make the plant's data bad. Power and
+vibration may read a little below 0 (sensor noise around an idle station's zero: the twin's
+sensors do, with 0.05 kW and 0.1 mm/s of noise)."""
 
 
 @runtime_checkable

@@ -21,12 +21,14 @@ from starlette.responses import JSONResponse, Response
 from linetwin.api.runtime import InvalidInputError, NotHeldError, StateConflictError
 from linetwin.api.storage import NotFoundError
 from linetwin.optimizer.errors import ProblemError
+from linetwin.replay.errors import PlantDataError
 from linetwin.twin.jsonable import finite_json
 
 ERROR_STATUS: dict[type[Exception], int] = {
     RequestValidationError: 422,
     InvalidInputError: 422,
     ProblemError: 422,
+    PlantDataError: 422,
     StateConflictError: 409,
     NotHeldError: 404,
     NotFoundError: 404,
@@ -78,6 +80,13 @@ def _errors_of(exc: Exception) -> list[dict[str, Any]]:
         return list(exc.errors())
     if isinstance(exc, InvalidInputError):
         return list(exc.errors)
+    if isinstance(exc, PlantDataError):
+        loc: tuple[str | int, ...] = ("body", "rows")
+        if exc.row is not None:
+            loc += (exc.row,)
+        if exc.column is not None:
+            loc += (exc.column,)
+        return [{"loc": loc, "msg": str(exc), "type": "plant_data"}]
     if isinstance(exc, ProblemError):
         loc = ("body",) if exc.field is None else ("body", exc.field)
         return [{"loc": loc, "msg": str(exc), "type": "value_error"}]

@@ -14,6 +14,18 @@ held overrides keep ramping inside the controller's cycles (one publish per cycl
 the objective and the held overrides are restored from the audit log on start (the mode only
 when the settings do not name one).
 
+The line itself is a `Plant` (`api.plant`, the seam): `settings.plant == "twin"` runs the
+real-time twin as the plant (the demo); `"external"` takes measured rows (`ExternalPlant`, fed
+by `POST /v1/plant/snapshots` and the OPC UA connector, `runtime.connector`). Either way the
+loop follows snapshot time: in external mode the controller decides every `period_s` of plant
+time as rows arrive, however fast. When the plant's data go stale or bad
+(`plant.stale_reason`, the connector's), the controller holds its last-known-good setpoints
+with the guard's STALE_DATA / BAD_DATA reason: a fallback decision published once when the
+rows stop (then again each period while bad rows keep coming), an audit record
+`plant.data`, and `/readyz`'s `plant_data` check says why. A plant that runs other setpoints
+than published is run by hand: audited once (`plant.hand`) and followed (the guard ramps from
+what the plant runs).
+
 `clock` (wall time, s since the epoch) is injectable: the controller's staleness check, the
 readiness check, acknowledgement ages and decision times all read it.
 """
@@ -29,14 +41,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from linetwin.api.audit import AuditLog, AuditRecord
-from linetwin.api.errors import ApiError
+from linetwin.api.errors import ApiError, UsageError
 from linetwin.api.keys import KeyStore
 from linetwin.api.metrics import Metrics
+from linetwin.api.plant import ExternalPlant, Plant, TwinPlant
 from linetwin.api.recording import RunRecorder
 from linetwin.api.settings import Settings
 from linetwin.api.storage import DecisionRecord, Storage, StorageError, database_path
@@ -46,10 +60,13 @@ from linetwin.models.surrogate import Surrogate
 from linetwin.optimizer import errors as optimizer_errors
 from linetwin.optimizer.controller import Controller, Held
 from linetwin.optimizer.decision import Decision, Mode
+from linetwin.optimizer.guard import Reason
+from linetwin.optimizer.monitor import InputMonitor
 from linetwin.optimizer.problem import Objective
 from linetwin.twin.kpi import Kpis, window_kpis
-from linetwin.twin.params import compile_params
-from linetwin.twin.realtime import RealtimeTwin
+from linetwin.twin.params import compile_params, setpoints_to_mapping
+from linetwin.twin.realtime import RealtimeTwin, Subscription
+from linetwin.twin.recorder import Recorder
 from linetwin.twin.sim import Twin
 from linetwin.twin.snapshot import Snapshot
 from linetwin.twin.spec import SETPOINT_NAMES, LineSpec
@@ -63,6 +80,9 @@ TREND_STEP_S = 60.0
 """Line s between the snapshots the runtime keeps for long KPI trends."""
 TREND_MAX = 1440
 """Snapshots kept for long KPI trends: a day of line time at `TREND_STEP_S`."""
+PLANT_QUEUE = 1 << 16
+"""Snapshots queued for the controller loop in external mode (a large batch arrives at once;
+past this the oldest are dropped: the cycle runs on the newest, KPIs read counters)."""
 
 
 class InvalidInputError(ApiError):
@@ -118,6 +138,8 @@ class Runtime:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if settings.opcua is not None and settings.plant != "external":
+            raise UsageError("--opcua reads an external plant: it needs --plant external")
         self.settings = settings
         self.clock = clock
         self.spec = spec
@@ -143,9 +165,9 @@ class Runtime:
             restored_objective = self._last_audit("objective.change")
             objective = None if restored_objective is None else Objective(**restored_objective)
             restored_held = self._last_audit("override.set", "override.release")
-            self.twin = RealtimeTwin(
-                Twin(spec, 1, seed=settings.seed), settings.tick_s, settings.speed
-            )
+            self.plant: Plant = make_plant(settings, spec)
+            self.connector: Any = None
+            """The OPC UA connector feeding the external plant (`serve --opcua`), or None."""
             self.controller: Controller[DecisionRecord] = Controller(
                 spec,
                 model,
@@ -161,6 +183,10 @@ class Runtime:
                 plant_setpoints=self.running,
             )
             latest = self.storage.latest_record()
+            if self.external:
+                self.controller.monitor = PlantMonitor(
+                    spec, self.controller.monitor.stale_after_s, self.plant_problem
+                )
         except BaseException:
             self.storage.close()
             raise
@@ -181,28 +207,85 @@ class Runtime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at: float | None = None
+        self.cycles_run = 0
+        """Controller cycles finished (published or not, failed included)."""
         self.last_cycle_at: float | None = None
         """Wall time (s since the epoch) the last cycle finished, or None."""
         self.cycle_error: BaseException | None = None
         self.stopped = False
         self.recorder: RunRecorder | None = None
-        """Records the run when `settings.record` is set (from `start`)."""
+        """Records the run when `settings.record` is set (from `start`; twin mode: the
+        external plant records what it ingests)."""
+        self._holding = False  # a fallback for stale plant data is published
+        self._hand_noted = False  # running by hand is audited
+        self.write_error: str | None = None
+        """Why the last write of setpoints to the plant (OPC UA) failed, or None."""
+
+    @property
+    def twin(self) -> RealtimeTwin:
+        """The real-time twin that is the plant in twin mode (tests step it); ApiError in
+        external mode. Everything else goes through `plant`, the seam."""
+        if isinstance(self.plant, TwinPlant):
+            return self.plant.realtime
+        raise ApiError("the plant is external: there is no real-time twin")
+
+    @property
+    def external(self) -> bool:
+        """Whether the plant is a real line fed with measured rows (`--plant external`)."""
+        return isinstance(self.plant, ExternalPlant)
+
+    def plant_problem(self) -> str | None:
+        """Why the plant's data cannot be trusted now (the plant's, then the connector's), or
+        None."""
+        reason = self.plant.stale_reason()
+        if reason is None and self.connector is not None:
+            reason = self.connector.stale_reason()
+        return reason
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the real-time twin and the controller thread."""
+    def start(self, wait_s: float | None = None) -> None:
+        """Start the plant and the controller thread (and, with `settings.opcua`, the OPC UA
+        connector: `wait_s` waits for its first connection, raising why it failed)."""
         if self._thread is not None:
             raise ApiError("the runtime is already started")
+        plant = self.plant
         if self.settings.record is not None:
-            self.recorder = RunRecorder(self.twin, self.settings.record, seed=self.settings.seed)
+            if isinstance(plant, TwinPlant):
+                self.recorder = RunRecorder(
+                    plant.realtime, self.settings.record, seed=self.settings.seed
+                )
+            elif isinstance(plant, ExternalPlant):
+                plant.recorder = Recorder(
+                    self.settings.record,
+                    self.spec,
+                    seed=self.settings.seed,
+                    note="linetwin serve --plant external",
+                )
         self._started_at = self.clock()
-        sub = self.twin.subscribe(maxsize=256)
-        first = self.twin.twin.snapshot()
+        sub = plant.subscribe(maxsize=PLANT_QUEUE if self.external else 256)
+        first = plant.first_snapshot(timeout=0.0)
         self._thread = threading.Thread(
             target=self._loop, args=(sub, first), name="linetwin-controller", daemon=True
         )
         self._thread.start()
-        self.twin.start()
+        plant.start()
+        if self.settings.opcua is not None and isinstance(plant, ExternalPlant):
+            self.connector = self._connect_opcua(plant, self.settings.opcua, wait_s)
+
+    def _connect_opcua(self, plant: ExternalPlant, mapping_path: Path, wait_s: float | None) -> Any:
+        """Start an OPC UA connector on `mapping_path` feeding `plant.ingest` (asyncua is an
+        optional extra: imported here)."""
+        from linetwin.api.opcua import OpcUaConnector
+        from linetwin.api.opcua_mapping import load_mapping
+
+        connector = OpcUaConnector(
+            self.spec,
+            load_mapping(mapping_path, self.spec),
+            lambda rows: plant.ingest(rows, "OPC UA"),
+            rng=np.random.default_rng(self.settings.seed),
+        )
+        connector.start(wait_s)
+        return connector
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the twin and the controller (the current cycle and its write finish first),
@@ -213,7 +296,9 @@ class Runtime:
         self.streams_closing.set()
         self._stop.set()
         try:
-            self.twin.stop(timeout)
+            if self.connector is not None:
+                self.connector.stop()
+            self.plant.stop(timeout)
         finally:
             if self._thread is not None:
                 self._thread.join(timeout)
@@ -239,16 +324,22 @@ class Runtime:
 
     # -- the controller loop ---------------------------------------------------------------
     def _apply(self, setpoints: np.ndarray) -> None:
-        self.twin.set_setpoints(setpoints[None], "controller")
+        self.plant.set_setpoints(setpoints[None], "controller")
 
-    def _loop(self, sub: Any, first: Snapshot) -> None:
+    def _loop(self, sub: Subscription, first: Snapshot | None) -> None:
         period = self.settings.period_s
+        while first is None and not self._stop.is_set():  # an external plant's first row
+            first = sub.get(timeout=0.25)
+        if first is None:
+            return
         history: deque[Snapshot] = deque([first])
         self._keep(first)
         last_cycle_line_s = first.time_s
         while not self._stop.is_set():
             snap = sub.get(timeout=0.25)
             if snap is None:
+                if self.external:
+                    self._hold_if_stale()
                 continue
             # What piled up during a slow cycle is kept for KPIs; the cycle runs on the newest.
             for queued in (snap, *sub.drain()):
@@ -267,7 +358,50 @@ class Runtime:
             recent = float(recent_throughput(before, snap)[0])
             if self._stop.is_set():
                 break
+            if self.external:
+                self._note_external()
             self.run_cycle(snap, recent, received)
+
+    def _hold_if_stale(self) -> None:
+        """No new row: when the plant's data went stale or bad, publish one fallback decision
+        (the controller holds its last-known-good setpoints) and audit why; once per episode."""
+        reason = self.plant_problem()
+        latest = self.plant.latest
+        if reason is None or self._holding or latest is None:
+            return
+        self._holding = True
+        self._hand_noted = False  # whatever runs when the data come back is a new episode
+        self._audit_plant("plant.data", reason)
+        self.run_cycle(latest, self.last_recent or 0.0, None)
+
+    def _note_external(self) -> None:
+        """Before a cycle on a measured snapshot: note (audit) when the data are bad and when
+        the plant runs other setpoints than published (running by hand: the cycle follows it,
+        the guard ramping from what the plant runs)."""
+        reason = self.plant_problem()
+        if reason is None:
+            self._holding = False
+        elif not self._holding:
+            self._holding = True
+            self._audit_plant("plant.data", reason)
+        hand = self.plant.hand_reason()
+        if hand is None:
+            self._hand_noted = False
+        elif not self._hand_noted:
+            self._hand_noted = True
+            self._audit_plant("plant.hand", f"running by hand: {hand}")
+
+    def _audit_plant(self, action: str, reason: str) -> None:
+        latest = self.plant.latest
+        try:
+            self.audit.append(
+                "plant",
+                action,
+                new={"line_time_s": None if latest is None else latest.time_s},
+                reason=reason,
+            )
+        except StorageError as exc:  # readyz reports an unwritable storage
+            self.cycle_error = exc
 
     def _keep(self, snap: Snapshot) -> None:
         self.history.append(snap)
@@ -285,6 +419,14 @@ class Runtime:
     def run_cycle(self, snap: Snapshot, recent: float, received: float | None = None) -> None:
         """Run one controller cycle on `snap` (recent good parts/h; wall time it arrived) and
         publish its decision; errors are kept in `cycle_error` and counted, not raised."""
+        try:
+            self._run_cycle(snap, recent, received)
+        finally:
+            with self._cond:
+                self.cycles_run += 1
+                self._cond.notify_all()
+
+    def _run_cycle(self, snap: Snapshot, recent: float, received: float | None) -> None:
         t0 = time.perf_counter()
         self.last_recent = recent
         try:
@@ -299,6 +441,19 @@ class Runtime:
         self._count(decision)
         self.last_cycle_at = self.clock()
 
+    def wait_cycles(self, count: int, timeout: float) -> int:
+        """Block up to `timeout` s until `cycles_run` reaches `count` (a cycle publishes
+        only what is new: wait on this, not on a version, to know the loop caught up);
+        return `cycles_run`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.cycles_run < count and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self.cycles_run
+
     def _count(self, decision: Decision) -> None:
         if decision.fallback:
             self.metrics.fallbacks.labels(decision.reasons[0] if decision.reasons else "").inc()
@@ -311,8 +466,14 @@ class Runtime:
         return self._current
 
     def _on_publish(self, decision: Decision, stored: DecisionRecord) -> None:
-        """The controller published `decision` (stored as `stored`): cache it, wake pollers."""
+        """The controller published `decision` (stored as `stored`): cache it, wake pollers;
+        write an applied decision's setpoints to the plant through the OPC UA connector."""
         self._publish(Published.of(stored))
+        if decision.applied and self.connector is not None:
+            outcome = self.connector.write_setpoints(
+                setpoints_to_mapping(self.spec, decision.setpoints), str(decision.mode)
+            )
+            self.write_error = outcome.refused
 
     def _published(self, decision: Decision) -> Published:
         """The cached encoding of `decision` (read back only when a newer one came first)."""
@@ -416,17 +577,20 @@ class Runtime:
 
     # -- engineers' changes ----------------------------------------------------------------
     def running(self) -> np.ndarray:
-        """What the plant runs now `(n_stations, 2)` (scenario 0 of the real-time twin)."""
-        return self.twin.twin.setpoints[0]
+        """What the plant runs now `(n_stations, 2)` (as it reports them)."""
+        return self.plant.setpoints[0]
 
     def latest_snapshot(self) -> Snapshot:
-        """The newest snapshot (a fresh one before the twin runs)."""
-        snap = self.twin.latest
-        return snap if snap is not None else self.twin.twin.snapshot()
+        """The newest snapshot (the twin's state before it runs); an external plant without
+        a row yet raises StateConflictError."""
+        snap = self.plant.first_snapshot(timeout=0.0)
+        if snap is None:
+            raise StateConflictError("no plant data received yet")
+        return snap
 
     def _line_time(self) -> float:
-        snap = self.twin.latest
-        return float(snap.time_s if snap is not None else self.twin.twin.time_s)
+        snap = self.plant.first_snapshot(timeout=0.0)
+        return 0.0 if snap is None else float(snap.time_s)
 
     def approve(
         self, decision_id: str, *, actor: str, reason: str
@@ -723,19 +887,29 @@ class Runtime:
         """Each readiness check: name -> (ok, detail)."""
         checks: dict[str, tuple[bool, str]] = {}
         checks["model_loaded"] = (self.model is not None, "surrogate loaded")
-        thread = self.twin._thread
-        running = not self.stopped and thread is not None and thread.is_alive()
-        if self.twin.error is not None:
-            checks["twin_running"] = (False, f"twin failed: {self.twin.error!r}")
+        plant = self.plant
+        running = not self.stopped and plant.running
+        loop = self._thread is not None and self._thread.is_alive()
+        name = "plant_running" if self.external else "twin_running"
+        if plant.error is not None:
+            checks[name] = (False, f"twin failed: {plant.error!r}")
+        elif self.external:
+            ok = running and loop
+            checks[name] = (ok, "taking rows" if ok else "not running")
         else:
-            checks["twin_running"] = (running, "running" if running else "not running")
+            checks[name] = (running, "running" if running else "not running")
+        if self.external:
+            problem = self.plant_problem()
+            checks["plant_data"] = (problem is None, problem or "fresh")
         try:
             with self.storage.write("readiness probe"):
                 pass
             checks["storage_writable"] = (True, str(self.storage.path))
         except StorageError as exc:
             checks["storage_writable"] = (False, str(exc))
-        limit = 3 * self.settings.period_s / self.settings.speed + CYCLE_GRACE_S
+        # an external plant runs at least in real time: three periods of wall time at most
+        speed = 1.0 if self.external else self.settings.speed
+        limit = 3 * self.settings.period_s / speed + CYCLE_GRACE_S
         since = self.last_cycle_at if self.last_cycle_at is not None else self._started_at
         if since is None or self.stopped:
             checks["last_cycle_recent"] = (False, "controller not running")
@@ -748,6 +922,36 @@ class Runtime:
                 detail += f"; last error: {self.cycle_error!r}"
             checks["last_cycle_recent"] = (ok, detail)
         return checks
+
+
+def make_plant(settings: Settings, spec: LineSpec) -> Plant:
+    """The plant `settings.plant` names: the real-time twin, or an external line."""
+    if settings.plant == "external":
+        return ExternalPlant(spec, seed=settings.seed, stale_after_s=settings.stale_after_s)
+    return TwinPlant(
+        RealtimeTwin(Twin(spec, 1, seed=settings.seed), settings.tick_s, settings.speed)
+    )
+
+
+DATA_REASONS = ("the last batch", "reading ")
+"""Beginnings of the plant's stale reasons that mean bad data (rejected, out of range)."""
+
+
+class PlantMonitor(InputMonitor):
+    """The controller's input monitor behind the plant's own verdict: STALE_DATA or BAD_DATA
+    while `problem()` names one, else what `InputMonitor` says of the snapshot."""
+
+    def __init__(
+        self, spec: LineSpec, stale_after_s: float, problem: Callable[[], str | None]
+    ) -> None:
+        super().__init__(spec, stale_after_s)
+        self.problem = problem
+
+    def check(self, snap: Snapshot, age_s: float) -> Reason | None:
+        reason = self.problem()
+        if reason is not None:
+            return Reason.BAD_DATA if reason.startswith(DATA_REASONS) else Reason.STALE_DATA
+        return super().check(snap, age_s)
 
 
 @contextlib.contextmanager

@@ -421,7 +421,7 @@ class WhoAmIOut(BaseModel):
     """The calling key: its public id, its role and what that role may do."""
 
     key_id: str
-    role: Literal["viewer", "controller", "engineer", "admin"]
+    role: Literal["viewer", "controller", "gateway", "engineer", "admin"]
     permissions: list[str] = Field(description="Permission names, sorted.")
 
 

@@ -19,6 +19,7 @@ from linetwin.api.storage import default_data_dir
 
 ENV_PREFIX = "LINETWIN_"
 ModeName = Literal["closed", "advisory", "manual"]
+PlantName = Literal["twin", "external"]
 
 
 class Settings(BaseModel):
@@ -38,6 +39,23 @@ class Settings(BaseModel):
     host: str = Field(default="127.0.0.1", min_length=1, description="Address to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     mode: ModeName = Field(default="advisory", description="Controller mode at start.")
+    plant: PlantName = Field(
+        default="twin",
+        description="The plant: the real-time twin (the demo) or an external line whose rows "
+        "arrive at POST /v1/plant/snapshots or through the OPC UA connector (--opcua).",
+    )
+    stale_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="External plant: its data are stale after this many wall s without a row "
+        "(or a gap of as many plant s between rows).",
+    )
+    opcua: Path | None = Field(
+        default=None,
+        description="External plant: read it and write setpoints through the OPC UA server "
+        "this mapping TOML names (docs/opcua.md).",
+    )
     record: Path | None = Field(
         default=None,
         description="Record every snapshot to this Parquet file (docs/recordings.md); it must "
@@ -88,6 +106,12 @@ class Settings(BaseModel):
     )
     max_whatif_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest body of POST /v1/whatif, bytes."
+    )
+    max_plant_body_bytes: int = Field(
+        default=16_777_216,
+        ge=1024,
+        description="Largest body of POST /v1/plant/snapshots, bytes (16 MiB: about 850 rows "
+        "of a 50-station line as JSON, 3,000 as CSV; send a day in batches).",
     )
     max_errors: int = Field(
         default=20, ge=1, description="Validation errors listed in a 422 (then 'and N more')."

@@ -148,6 +148,33 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             + _refuse("the audit head only advances to the record just appended"),
         ),
     ),
+    (
+        2,
+        "api key role 'gateway' (sends plant data)",
+        (
+            "DROP TRIGGER api_keys_no_delete",
+            "DROP TRIGGER api_keys_only_revoke",
+            "ALTER TABLE api_keys RENAME TO api_keys_v1",
+            """CREATE TABLE api_keys (
+                key_id TEXT PRIMARY KEY,
+                hash TEXT NOT NULL UNIQUE,
+                role TEXT NOT NULL
+                    CHECK (role IN ('viewer', 'controller', 'gateway', 'engineer', 'admin')),
+                label TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                revoked_at REAL)""",
+            "INSERT INTO api_keys (key_id, hash, role, label, created_at, revoked_at) "
+            "SELECT key_id, hash, role, label, created_at, revoked_at FROM api_keys_v1",
+            "DROP TABLE api_keys_v1",
+            "CREATE TRIGGER api_keys_no_delete BEFORE DELETE ON api_keys "
+            + _refuse("api keys are revoked, never deleted"),
+            "CREATE TRIGGER api_keys_only_revoke BEFORE UPDATE ON api_keys WHEN "
+            "OLD.revoked_at IS NOT NULL OR NEW.revoked_at IS NULL OR NEW.key_id IS NOT "
+            "OLD.key_id OR NEW.hash IS NOT OLD.hash OR NEW.role IS NOT OLD.role OR "
+            "NEW.label IS NOT OLD.label OR NEW.created_at IS NOT OLD.created_at "
+            + _refuse("an api key can only be revoked, once"),
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

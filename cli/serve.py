@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from linetwin.api.runtime import Runtime
 
 MODES = ("closed", "advisory", "manual")
+PLANTS = ("twin", "external")
+OPCUA_WAIT_S = 30.0
+"""Wall s `serve --opcua` waits for the first connection before giving up with the reason."""
 
 
 @click.command("serve")
@@ -33,7 +36,29 @@ MODES = ("closed", "advisory", "manual")
     "--record",
     "record",
     metavar="FILE.parquet",
-    help="Record every snapshot (complete once the service stops; for `linetwin replay`).",
+    help="Record every snapshot, or with --plant external every row ingested (complete once "
+    "the service stops; for `linetwin replay`).",
+)
+@click.option(
+    "--plant",
+    type=click.Choice(PLANTS),
+    default=None,
+    help="The plant: the real-time twin, or an external line sending rows to "
+    "POST /v1/plant/snapshots or read through --opcua [twin].",
+)
+@click.option(
+    "--stale-after",
+    "stale_after_s",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    metavar="S",
+    help="External plant: its data are stale after S wall s without a row [60].",
+)
+@click.option(
+    "--opcua",
+    "opcua",
+    metavar="MAPPING.toml",
+    help="External plant: read it and write closed-mode setpoints through OPC UA (docs/opcua.md).",
 )
 def serve(
     line: str | None,
@@ -44,8 +69,12 @@ def serve(
     mode: str | None,
     speed: float | None,
     record: str | None,
+    plant: str | None,
+    stale_after_s: float | None,
+    opcua: str | None,
 ) -> None:
-    """Run the line's real-time twin, the controller and the API until SIGTERM or Ctrl-C.
+    """Run the line's real-time twin (or, with --plant external, follow a real line's
+    data), the controller and the API until SIGTERM or Ctrl-C.
 
     Every option can also come from `LINETWIN_<OPTION>` (`LINETWIN_PORT=8080`); with no API key
     in the database yet, an admin key is created and printed, this once.
@@ -53,6 +82,7 @@ def serve(
     import uvicorn
 
     from linetwin.api.app import create_app
+    from linetwin.api.errors import UsageError
     from linetwin.api.runtime import Runtime
     from linetwin.api.settings import Settings
 
@@ -65,7 +95,12 @@ def serve(
         mode=mode,
         speed=speed,
         record=record,
+        plant=plant,
+        stale_after_s=stale_after_s,
+        opcua=opcua,
     )
+    if settings.opcua is not None and settings.plant != "external":
+        raise UsageError("--opcua reads an external plant: it needs --plant external")
     spec = load_line(settings.line)
     model = load_or_train(
         spec, None if settings.model_dir is None else str(settings.model_dir), False
@@ -87,10 +122,13 @@ def serve(
             lifespan="off",
         )
         server = _Server(config, runtime)
-        runtime.start()
+        runtime.start(OPCUA_WAIT_S)
+        pace = f"{settings.speed:g}x" if settings.plant == "twin" else "external plant"
+        if settings.opcua is not None:
+            pace += f" over OPC UA ({settings.opcua})"
         click.echo(
             f"serving line {spec.name!r} on http://{settings.host}:{settings.port} "
-            f"({runtime.mode} mode, {settings.speed:g}x); data in {settings.data_dir}",
+            f"({runtime.mode} mode, {pace}); data in {settings.data_dir}",
             err=True,
         )
         # uvicorn shuts down gracefully on SIGTERM or SIGINT, then `_Server.shutdown` stops

@@ -4,6 +4,7 @@
 - `line`, `stream`: the line's spec, state, KPIs and trend, and its event stream;
 - `engineering`: mode, approvals, overrides, rollback, objective; `whatif`: candidates;
 - `history`: audit log, decision history, the pending recommendation;
+- `plant`: the plant's measured rows (`POST /v1/plant/snapshots`, external mode);
 - `operations`: `/healthz`, `/readyz`, `/metrics`; `keys`: `/v1/whoami`.
 """
 
@@ -17,6 +18,7 @@ from linetwin.api.routes import (
     keys,
     line,
     operations,
+    plant,
     setpoints,
     stream,
     whatif,
@@ -32,6 +34,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     stream.router,
     operations.router,
     keys.router,
+    plant.router,
 )
 
 __all__ = ["ROUTERS"]

@@ -94,14 +94,14 @@ async def get_state_stream(
             f"key {who.key_id} already holds {streams.per_key} streams and long polls",
             headers={"Retry-After": "1"},
         )
-    sub = runtime.twin.subscribe(maxsize=16)
+    sub = runtime.plant.subscribe(maxsize=16)
     released = False
 
     def release() -> None:
         nonlocal released
         if not released:
             released = True
-            runtime.twin.unsubscribe(sub)
+            runtime.plant.unsubscribe(sub)
             streams.give(who.key_id)
 
     def event(snap: Snapshot) -> bytes:
@@ -113,7 +113,7 @@ async def get_state_stream(
         metrics.sse_clients.inc()
         next_check = time.monotonic() + recheck_s
         try:
-            first = runtime.twin.latest
+            first = runtime.plant.latest
             if first is not None:
                 sent += 1
                 yield event(first)

@@ -92,7 +92,7 @@ def svc(two: LineSpec, model_dir: Path, tmp_path: Path) -> Iterator[Svc]:
 
 # -- role matrix -----------------------------------------------------------------------------
 PERMITTED = {
-    Role.VIEWER: {Role.VIEWER, Role.CONTROLLER, Role.ENGINEER, Role.ADMIN},
+    Role.VIEWER: {Role.VIEWER, Role.CONTROLLER, Role.GATEWAY, Role.ENGINEER, Role.ADMIN},
     Role.ENGINEER: {Role.ENGINEER, Role.ADMIN},
 }
 ROUTES: list[tuple[str, str, Role, Any, set[int]]] = [

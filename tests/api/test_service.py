@@ -73,8 +73,8 @@ ROUTES = [
     ("GET", "/v1/audit/head", Role.VIEWER),
 ]
 PERMITTED = {
-    Role.VIEWER: {Role.VIEWER, Role.CONTROLLER, Role.ENGINEER, Role.ADMIN},
-    Role.CONTROLLER: {Role.CONTROLLER},
+    Role.VIEWER: {Role.VIEWER, Role.CONTROLLER, Role.GATEWAY, Role.ENGINEER, Role.ADMIN},
+    Role.CONTROLLER: {Role.CONTROLLER, Role.GATEWAY},
     Role.ENGINEER: {Role.ENGINEER, Role.ADMIN},
 }
 
