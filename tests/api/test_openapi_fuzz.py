@@ -60,6 +60,7 @@ OPERATIONS = [
     ("GET", "/v1/clients"),
     ("GET", "/v1/whoami"),
     ("GET", "/v1/kpis/history"),
+    ("GET", "/v1/kpis/predictions"),
     ("GET", "/v1/decisions/pending"),
     ("GET", "/v1/audit/head"),
     ("GET", "/healthz"),
