@@ -119,7 +119,10 @@ def test_the_emulator_closes_the_loop_then_stops_then_runs_by_hand(
     decisions = live.decisions()
     seq0 = live.runtime.audit.page(0, 1000)[-1].seq  # (a loaded machine may pause the rows)
     times = [d["line_time_s"] for d in decisions]
-    assert len(decisions) >= 10 and times == sorted(times)
+    # 30 plant minutes at a 60 s period: about 30 cycles; a cycle publishes only what changes
+    # (the steady hold), so there are fewer decisions than cycles, at least the first
+    assert live.runtime.cycles_run >= 10
+    assert 1 <= len(decisions) <= live.runtime.cycles_run and times == sorted(times)
     gaps = np.diff(times)
     assert (gaps >= 60.0 - 1e-6).all()  # at most one decision per period of plant time
     assert all(d["mode"] == "closed" and d["applied"] for d in decisions)
